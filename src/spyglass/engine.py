@@ -1,0 +1,165 @@
+"""The engine: an encoder and an index, passed in; everything else is built on this.
+
+>>> from spyglass import Spyglass, Query, TextTerm, RuntimeSettings
+>>> engine = Spyglass.open("my-index", runtime=RuntimeSettings.from_environment())
+>>> engine.search(Query((TextTerm("a bathroom with a black waste basket"),), k=10))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
+from spyglass.errors import EncoderMismatch
+from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
+from spyglass.query.terms import Query
+from spyglass.search import Searcher, SearchResult
+from spyglass.settings import IngestSettings, RuntimeSettings
+from spyglass.store.catalogue import SkippedFile
+from spyglass.store.index import Index
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    """What ``spyglass info`` reports."""
+
+    folder: str
+    #: Indexed files that can be found (copies of one content each count).
+    images: int
+    #: Distinct contents among them (each embedded once).
+    unique_images: int
+    #: Contents ever embedded, including those whose files were deleted.
+    embedded: int
+    skipped: int
+    model: str
+    model_version: str
+    spaces: dict[str, int]
+    roots: list[str]
+    skipped_files: list[SkippedFile] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.folder,
+            "images": self.images,
+            "unique_images": self.unique_images,
+            "embedded": self.embedded,
+            "skipped": self.skipped,
+            "model": self.model,
+            "model_version": self.model_version,
+            "spaces": self.spaces,
+            "roots": self.roots,
+            "skipped_files": [
+                {"path": s.path, "reason": s.reason, "message": s.message}
+                for s in self.skipped_files
+            ],
+        }
+
+
+class Spyglass:
+    """Index folders and search them. Collaborators are passed in; nothing is global."""
+
+    def __init__(
+        self, encoder: Encoder, index: Index, ingest_settings: IngestSettings | None = None
+    ) -> None:
+        if not encoder.info.same_vectors_as(index.info):
+            raise EncoderMismatch(
+                f"index {index.folder} was built with model {index.info.describe()}, "
+                f"not {encoder.info.describe()}"
+            )
+        self.encoder = encoder
+        self.index = index
+        self.ingest_settings = ingest_settings or IngestSettings()
+        self.searcher = Searcher(encoder, index, self.ingest_settings)
+
+    @classmethod
+    def open(
+        cls,
+        folder: str | Path,
+        *,
+        runtime: RuntimeSettings,
+        model: str | None = None,
+        writable: bool = False,
+        ingest_settings: IngestSettings | None = None,
+    ) -> Spyglass:
+        """Open an index with the encoder that built it.
+
+        To read, ``model`` may be left out (the index records its model). To write,
+        the index is created if missing, with ``model`` or the bundled default.
+        """
+        if writable:
+            existing = _recorded_spec(folder)
+            if model is not None:
+                spec: Any = resolve_spec(model)
+            else:
+                spec = existing or resolve_spec(DEFAULT_MODEL)
+            encoder = load_encoder(spec, runtime)
+            index = Index.open_for_writing(folder, encoder.info)
+        else:
+            index = Index.open(folder)
+            try:
+                if model is not None:
+                    encoder = load_encoder(resolve_spec(model), runtime)
+                else:
+                    encoder = load_encoder(dict(index.info.spec), runtime)
+            except BaseException:
+                index.close()
+                raise
+        try:
+            return cls(encoder, index, ingest_settings)
+        except BaseException:
+            index.close()
+            raise
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> Spyglass:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def add(self, paths: list[str], progress: ProgressCallback | None = None) -> IngestReport:
+        """Index folders or files incrementally (only new and changed files are embedded)."""
+        return Ingest(self.index, self.encoder, self.ingest_settings, progress).run(paths)
+
+    def search(self, query: Query) -> list[SearchResult]:
+        return self.searcher.search(query)
+
+    def status(self, skipped_limit: int | None = 1000) -> IndexStatus:
+        return self.status_of(self.index, skipped_limit)
+
+    @staticmethod
+    def status_of(index: Index, skipped_limit: int | None = 1000) -> IndexStatus:
+        """Status from the catalogue alone (no model is loaded)."""
+        counts = index.catalogue.counts()
+        info = index.info
+        return IndexStatus(
+            folder=str(index.folder),
+            images=counts["files"],
+            unique_images=counts["images"],
+            embedded=counts["embedded"],
+            skipped=counts["skipped"],
+            model=info.name,
+            model_version=info.version,
+            spaces=dict(info.spaces),
+            roots=index.catalogue.roots(),
+            skipped_files=index.catalogue.skipped(skipped_limit),
+        )
+
+
+def _recorded_spec(folder: str | Path) -> dict[str, Any] | None:
+    from spyglass.store.catalogue import Catalogue
+    from spyglass.store.index import CATALOGUE_FILE
+
+    path = Path(folder).expanduser() / CATALOGUE_FILE
+    if not path.is_file():
+        return None
+    catalogue = Catalogue(path)
+    try:
+        info = catalogue.encoder_info()
+        return dict(info.spec) if info else None
+    finally:
+        catalogue.close()

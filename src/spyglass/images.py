@@ -1,0 +1,185 @@
+"""Open image files safely: one place decides what is an image and what is refused.
+
+Ingest, query images and uploads all come through :func:`decode_image`. Anything that is
+not a usable image raises :class:`~spyglass.errors.ImageRejected` with a stable reason
+code, so indexing can record it and go on, and the CLI and HTTP layers can say why.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from spyglass.errors import ImageRejected
+
+#: Formats Spyglass decodes (Pillow format names) and the extensions they come under.
+DECODED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "JPEG2000", "PPM", "QOI")
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".apng", ".gif", ".webp", ".bmp", ".dib"}
+    | {".tif", ".tiff", ".avif", ".jp2", ".j2k", ".jpx", ".ppm", ".pgm", ".pbm", ".pnm", ".qoi"}
+)
+#: Image formats people keep in photo folders that Spyglass cannot decode (yet): they
+#: are recorded as skipped rather than silently ignored.
+UNSUPPORTED_EXTENSIONS = frozenset(
+    {".heic", ".heif", ".svg", ".psd", ".xcf", ".jxl", ".eps", ".ai"}
+    | {".cr2", ".cr3", ".nef", ".arw", ".dng", ".raf", ".orf", ".rw2", ".raw", ".srw", ".pef"}
+)
+
+#: Images are decoded no smaller than this on the shorter side (JPEG draft mode
+#: decodes big photos at 1/2, 1/4 or 1/8 scale, which is several times faster).
+DEFAULT_MIN_SIDE = 448
+
+# EXIF orientations that swap width and height.
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An RGB image ready for an encoder, with the original's size and format."""
+
+    image: Image.Image
+    #: Size of the original as displayed (after EXIF orientation), in pixels.
+    width: int
+    height: int
+    format: str
+
+
+def is_candidate(path: str | Path) -> bool:
+    """Whether ingest should look at this file at all (by its extension)."""
+    suffix = Path(path).suffix.lower()
+    return suffix in IMAGE_EXTENSIONS or suffix in UNSUPPORTED_EXTENSIONS
+
+
+def read_image_file(path: str | Path, max_bytes: int) -> bytes:
+    """The file's bytes, or :class:`ImageRejected` for empty, huge or unreadable files."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in UNSUPPORTED_EXTENSIONS:
+        raise ImageRejected(
+            "unsupported-format", f"{suffix} files are not supported (convert to JPEG or PNG)"
+        )
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageRejected(
+                "file-too-large", f"file is {size:,} bytes, over the limit of {max_bytes:,}"
+            )
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except FileNotFoundError as exc:
+        raise ImageRejected("missing", "file disappeared while indexing") from exc
+    except PermissionError as exc:
+        raise ImageRejected("unreadable", "permission denied") from exc
+    except IsADirectoryError as exc:
+        raise ImageRejected("not-a-file", "is a directory") from exc
+    except OSError as exc:
+        raise ImageRejected("unreadable", f"cannot read file: {exc.strerror or exc}") from exc
+    if not data:
+        raise ImageRejected("empty-file", "file is empty (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageRejected("file-too-large", f"file is over the limit of {max_bytes:,} bytes")
+    return data
+
+
+def decode_image(data: bytes, *, max_pixels: int, min_side: int = DEFAULT_MIN_SIDE) -> DecodedImage:
+    """Bytes -> RGB image, upright per EXIF, decoded no smaller than ``min_side``.
+
+    Refuses, with :class:`ImageRejected`, anything that is not an image in one of
+    :data:`DECODED_FORMATS`, declares more than ``max_pixels`` pixels (checked from the
+    header, before any pixel is decoded), or is truncated or corrupt.
+    """
+    if not data:
+        raise ImageRejected("empty-file", "file is empty (0 bytes)")
+    with warnings.catch_warnings():
+        # Pillow warns about large images; our own limit below is the one that counts.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data), formats=DECODED_FORMATS)
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected("decompression-bomb", str(exc)) from exc
+        except UnidentifiedImageError as exc:
+            raise _not_an_image(data) from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageRejected("corrupt", f"cannot read image header: {exc}") from exc
+
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise ImageRejected("corrupt", f"image declares an empty size {width}x{height}")
+        if width * height > max_pixels:
+            raise ImageRejected(
+                "decompression-bomb",
+                f"image declares {width}x{height} = {width * height:,} pixels, "
+                f"over the limit of {max_pixels:,}",
+            )
+        fmt = image.format or "unknown"
+        orientation = _orientation(image)
+        if orientation in _TRANSPOSED_ORIENTATIONS:
+            width, height = height, width
+
+        try:
+            if fmt == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            image.load()
+            upright: Image.Image = ImageOps.exif_transpose(image) or image
+            rgb = _to_rgb(upright)
+        except Image.DecompressionBombError as exc:
+            raise ImageRejected("decompression-bomb", str(exc)) from exc
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            message = str(exc)
+            reason = "truncated" if "truncated" in message or "EOF" in message else "corrupt"
+            raise ImageRejected(reason, f"cannot decode image: {message}") from exc
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+
+
+def open_image_file(
+    path: str | Path, *, max_pixels: int, max_bytes: int, min_side: int = DEFAULT_MIN_SIDE
+) -> DecodedImage:
+    """Read and decode one file; see :func:`decode_image`."""
+    return decode_image(read_image_file(path, max_bytes), max_pixels=max_pixels, min_side=min_side)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        return int(image.getexif().get(0x0112, 1))
+    except Exception:  # a broken EXIF block should not cost the image
+        return 1
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit greyscale: scale to 8 bits rather than clipping everything to white.
+        import numpy as np
+
+        values = np.asarray(image, dtype=np.float32)
+        top = float(values.max()) or 1.0
+        image = Image.fromarray((values * (255.0 / top)).astype("uint8"), mode="L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels go on white, as a viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+def _not_an_image(data: bytes) -> ImageRejected:
+    head = data[:512]
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return ImageRejected("not-an-image", "not an image: the file holds text")
+    signatures = {
+        b"ftypheic": "HEIC",
+        b"ftypheix": "HEIC",
+        b"ftypmif1": "HEIF",
+        b"<svg": "SVG",
+        b"8BPS": "Photoshop",
+    }
+    for signature, name in signatures.items():
+        if signature in head[:64]:
+            return ImageRejected("unsupported-format", f"{name} images are not supported")
+    return ImageRejected("not-an-image", "not an image Spyglass can read")

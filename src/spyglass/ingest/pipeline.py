@@ -1,0 +1,286 @@
+"""Ingest: bring an index up to date with folders on disk, incrementally and resumably.
+
+The pipeline streams: reader threads read and hash files ahead of time, decoder threads
+turn new contents into encoder input, the encoder embeds batches on the calling thread,
+and the writer commits groups. Work is decided per file by comparing with the catalogue:
+
+* same path, same size and modification time: nothing to do;
+* content hash already indexed (a rename, a copy, a touched file): link, no embedding;
+* new content: decode, embed, commit;
+* a path indexed before but gone from disk: removed from the results.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import numpy as np
+
+from spyglass.encoders.base import Encoder
+from spyglass.errors import ImageRejected, InvalidQuery
+from spyglass.ingest.decoder import DecodedFile, decode_for
+from spyglass.ingest.reader import FoundFile, ReadFile, normalise_root, read_and_hash, walk
+from spyglass.ingest.writer import GroupWriter
+from spyglass.settings import IngestSettings
+from spyglass.store.catalogue import FileState, NewImage, SkippedFile
+from spyglass.store.index import Index
+
+
+@dataclass(frozen=True)
+class IngestProgress:
+    """Where an ingest run stands; sent to the progress callback."""
+
+    stage: str  # "scanning", "indexing" or "done"
+    done: int
+    total: int
+    embedded: int
+    linked: int
+    skipped: int
+
+
+@dataclass
+class IngestReport:
+    """What one ingest run did."""
+
+    #: New contents embedded.
+    added: int = 0
+    #: New paths whose content was indexed already (renames, copies): not embedded again.
+    linked: int = 0
+    #: Known paths whose file changed (re-embedded, or re-linked if the content is known).
+    changed: int = 0
+    #: Indexed paths that are gone from disk.
+    removed: int = 0
+    #: Paths found unchanged.
+    unchanged: int = 0
+    #: Files skipped in this run, with reasons (also kept in the index).
+    skipped: list[SkippedFile] = field(default_factory=list)
+    seconds: float = 0.0
+    #: Images sent through the encoder in this run.
+    embedded: int = 0
+
+    @property
+    def embed_rate(self) -> float:
+        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+
+
+ProgressCallback = Callable[[IngestProgress], None]
+
+
+class Ingest:
+    """Indexes folders into an :class:`Index` opened for writing, with an encoder."""
+
+    def __init__(
+        self,
+        index: Index,
+        encoder: Encoder,
+        settings: IngestSettings | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.index = index
+        self.encoder = encoder
+        self.settings = settings or IngestSettings()
+        self.progress = progress
+
+    def run(self, paths: Sequence[str]) -> IngestReport:
+        """Bring the index up to date with ``paths`` (folders or files)."""
+        started = time.perf_counter()
+        roots = [normalise_root(p) for p in paths]
+        missing = [p for p, r in zip(paths, roots, strict=True) if not _exists(r)]
+        if missing:
+            raise InvalidQuery(f"not found: {', '.join(map(str, missing))}")
+        report = IngestReport()
+        self._notify("scanning", 0, 0, report)
+        catalogue = self.index.catalogue
+        with catalogue.transaction():
+            catalogue.add_roots(roots)
+
+        found: dict[str, FoundFile] = {}
+        skipped_in_walk: list[SkippedFile] = []
+        for item in walk(roots, exclude=[str(self.index.folder)]):
+            if isinstance(item, FoundFile):
+                found[item.path] = item
+            else:
+                skipped_in_walk.append(item)
+
+        known: dict[str, FileState] = {}
+        previously_skipped: dict[str, tuple[int | None, int | None]] = {}
+        for root in roots:
+            known.update(catalogue.files_under(root))
+            previously_skipped.update(catalogue.skipped_under(root))
+            single = catalogue.file(root)
+            if single is not None:
+                known[root] = single
+
+        gone = [path for path in known if path not in found]
+        if gone:
+            report.removed = self.index.remove_files(gone)
+        walk_skips = {s.path for s in skipped_in_walk}
+        stale_skips = [p for p in previously_skipped if p not in found and p not in walk_skips]
+        todo: list[FoundFile] = []
+        for file in found.values():
+            state = known.get(file.path)
+            if state is not None and (state.size, state.mtime_ns) == (file.size, file.mtime_ns):
+                report.unchanged += 1
+            elif previously_skipped.get(file.path) == (file.size, file.mtime_ns):
+                pass  # failed before and has not changed since: do not try again
+            else:
+                todo.append(file)
+
+        writer = GroupWriter(self.index)
+        for skip in skipped_in_walk:
+            writer.add_skipped(skip, None, None)
+        report.skipped.extend(skipped_in_walk)
+        if stale_skips:
+            with catalogue.transaction():
+                catalogue.forget_skipped(stale_skips)
+
+        self._process(todo, known, writer, report)
+        writer.commit()
+        report.seconds = time.perf_counter() - started
+        self._notify("done", len(todo), len(todo), report)
+        return report
+
+    def _process(
+        self,
+        todo: list[FoundFile],
+        known: dict[str, FileState],
+        writer: GroupWriter,
+        report: IngestReport,
+    ) -> None:
+        settings = self.settings
+        catalogue = self.index.catalogue
+        done = 0
+        batch: list[tuple[ReadFile, Future[DecodedFile]]] = []
+        total = len(todo)
+        self._notify("indexing", 0, total, report)
+
+        def skip(file: FoundFile, error: ImageRejected) -> None:
+            entry = SkippedFile(file.path, error.reason, str(error))
+            writer.add_skipped(entry, file.size, file.mtime_ns)
+            report.skipped.append(entry)
+
+        def embed_batch() -> None:
+            nonlocal done
+            ready: list[DecodedFile] = []
+            for read, future in batch:
+                try:
+                    ready.append(future.result())
+                except ImageRejected as error:
+                    skip(read.file, error)
+            batch.clear()
+            if ready:
+                vectors = self.encoder.embed_pixels(np.stack([d.pixels for d in ready]))
+                writer.add_embedded(
+                    [NewImage(d.read.content_hash, d.width, d.height, d.format) for d in ready],
+                    [(d.read.file.path, d.read.file.size, d.read.file.mtime_ns) for d in ready],
+                    vectors,
+                )
+                report.embedded += len(ready)
+                for d in ready:
+                    if d.read.file.path in known:
+                        report.changed += 1
+                    else:
+                        report.added += 1
+
+        with ThreadPoolExecutor(max(1, settings.decode_workers)) as pool:
+            reads = _ordered_lookahead(
+                pool,
+                lambda f: read_and_hash(f, settings.max_file_bytes),
+                todo,
+                lookahead=settings.batch_size * 2,
+            )
+            for file, outcome in reads:
+                done += 1
+                if isinstance(outcome, ImageRejected):
+                    skip(file, outcome)
+                    continue
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                read = outcome
+                previous = known.get(file.path)
+                existing = catalogue.images_by_hash([read.content_hash]).get(read.content_hash)
+                pending = writer.pending_position(read.content_hash)
+                if existing is not None:
+                    writer.add_linked(FileState(file.path, existing, file.size, file.mtime_ns))
+                    if previous is None:
+                        report.linked += 1
+                    elif previous.image_id != existing:
+                        report.changed += 1
+                    else:
+                        report.unchanged += 1  # touched, same bytes
+                elif pending is not None:
+                    writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, pending)
+                    report.linked += 1
+                elif any(r.content_hash == read.content_hash for r, _ in batch):
+                    # A copy of a file in the batch being decoded: embed it once, at the
+                    # end of the batch, by linking to its position after it is added.
+                    embed_batch()
+                    position = writer.pending_position(read.content_hash)
+                    if position is not None:
+                        writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, position)
+                        report.linked += 1
+                    else:  # its twin was refused; this copy would be too
+                        skip(
+                            file,
+                            ImageRejected("duplicate-of-skipped", "same bytes as a skipped file"),
+                        )
+                else:
+                    batch.append((read, pool.submit(decode_for, self.encoder, read, settings)))
+                    if len(batch) >= settings.batch_size:
+                        embed_batch()
+                if len(writer) >= settings.commit_every:
+                    embed_batch()
+                    writer.commit()
+                self._notify("indexing", done, total, report)
+            embed_batch()
+        self._notify("indexing", done, total, report)
+
+    def _notify(self, stage: str, done: int, total: int, report: IngestReport) -> None:
+        if self.progress is not None:
+            self.progress(
+                IngestProgress(
+                    stage=stage,
+                    done=done,
+                    total=total,
+                    embedded=report.embedded,
+                    linked=report.linked,
+                    skipped=len(report.skipped),
+                )
+            )
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _ordered_lookahead(
+    pool: ThreadPoolExecutor, function: Callable[[T], R], items: Iterable[T], lookahead: int
+) -> Iterator[tuple[T, R | BaseException]]:
+    """Like ``pool.map`` but with at most ``lookahead`` tasks in flight, and errors
+    returned in place of results instead of ending the iteration."""
+    queue: deque[tuple[T, Future[R]]] = deque()
+    iterator = iter(items)
+    for item in iterator:
+        queue.append((item, pool.submit(function, item)))
+        if len(queue) >= lookahead:
+            break
+    while queue:
+        item, future = queue.popleft()
+        try:
+            yield item, future.result()
+        except BaseException as error:  # returned, not raised: the caller decides
+            yield item, error
+        for next_item in iterator:
+            queue.append((next_item, pool.submit(function, next_item)))
+            break
+
+
+def _exists(path: str) -> bool:
+    import os
+
+    return os.path.lexists(path)

@@ -1,0 +1,159 @@
+"""Search: embed a query's terms, rank the index with the chosen method, describe hits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spyglass.encoders.base import Encoder, embed_images
+from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
+from spyglass.images import decode_image, read_image_file
+from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
+from spyglass.query.terms import ImageTerm, Query, Region, Term, TextTerm
+from spyglass.settings import IngestSettings
+from spyglass.store.index import Index
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One hit. ``path`` is the first of ``paths`` (all files with this content)."""
+
+    image_id: int
+    path: str
+    paths: tuple[str, ...]
+    score: float
+    width: int
+    height: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.image_id,
+            "path": self.path,
+            "paths": list(self.paths),
+            "score": round(self.score, 6),
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+class Searcher:
+    """Answers queries against one index with the encoder that built it."""
+
+    def __init__(self, encoder: Encoder, index: Index, limits: IngestSettings | None = None):
+        self.encoder = encoder
+        self.index = index
+        self.limits = limits or IngestSettings()
+
+    # -- terms -> vectors ------------------------------------------------------------
+
+    def embed_term(self, term: Term) -> EmbeddedTerm:
+        if isinstance(term, TextTerm):
+            text = term.text.strip()
+            vector = self.encoder.embed_texts([text])[0]
+            return EmbeddedTerm("text", term.weight, {self.encoder.info.text_space: vector}, text)
+        return EmbeddedTerm("image", term.weight, self.image_vectors(term), term.describe())
+
+    def image_vectors(self, term: ImageTerm) -> dict[str, np.ndarray]:
+        """{space: (dims,) float32} for an image term; indexed images are not re-embedded
+        unless a region asks for a crop."""
+        image_id = term.image_id
+        if term.path is not None and term.region is None:
+            state = self.index.catalogue.file(str(Path(term.path).expanduser().absolute()))
+            image_id = state.image_id if state else None
+        if image_id is not None and term.region is None:
+            return self.stored_vectors(image_id)
+        if term.data is not None:
+            data = term.data
+        elif term.path is not None:
+            data = self._read_query_file(term.path)
+        else:
+            data = self._read_indexed(image_id)
+        decoded = decode_image(data, max_pixels=self.limits.max_pixels)
+        image = decoded.image
+        if term.region is not None:
+            image = crop(image, term.region)
+        vectors = embed_images(self.encoder, [image])
+        return {space: rows[0] for space, rows in vectors.items()}
+
+    def stored_vectors(self, image_id: int) -> dict[str, np.ndarray]:
+        if not self.index.catalogue.images([image_id]):
+            raise UnknownImageId(f"no indexed image has id {image_id}")
+        owners = np.array([image_id], np.int64)
+        return {
+            space: self.index.stores[space].fetch(owners)[0] for space in self.encoder.info.spaces
+        }
+
+    def _read_query_file(self, path: str) -> bytes:
+        resolved = Path(path).expanduser()
+        if not resolved.exists():
+            raise ImageNotFound(f"image not found: {path}")
+        try:
+            return read_image_file(resolved, self.limits.max_file_bytes)
+        except ImageRejected as error:
+            raise ImageRejected(error.reason, f"cannot use {path} as a query: {error}") from error
+
+    def _read_indexed(self, image_id: int | None) -> bytes:
+        record = self.index.catalogue.images([int(image_id or 0)]).get(int(image_id or 0))
+        if record is None or not record.paths:
+            raise UnknownImageId(f"no indexed image has id {image_id}")
+        return read_image_file(record.path, self.limits.max_file_bytes)
+
+    # -- search -------------------------------------------------------------------------
+
+    def context(self, query: Query) -> RankContext:
+        if self.index.count() == 0:
+            raise IndexEmpty(
+                f"the index at {self.index.folder} has no images yet; "
+                f"add some with: spyglass index PATH --index {self.index.folder}"
+            )
+        terms = [self.embed_term(t) for t in query.terms]
+        context = RankContext(self.index, self.encoder.info, terms)
+        for ids, target in (
+            (query.positives, context.positives),
+            (query.negatives, context.negatives),
+        ):
+            if ids:
+                per_id = [self.stored_vectors(i) for i in ids]
+                for space in self.encoder.info.spaces:
+                    target[space] = np.stack([v[space] for v in per_id])
+        return context
+
+    def search(self, query: Query) -> list[SearchResult]:
+        """Results ``offset .. offset + k`` of the ranking, best first."""
+        method = get_method(query.method)
+        context = self.context(query)
+        ranking = method(context, query.offset + query.k)[query.offset :]
+        if query.min_score is not None:
+            ranking = [(i, s) for i, s in ranking if s >= query.min_score]
+        return self.describe(ranking)
+
+    def describe(self, ranking: list[tuple[int, float]]) -> list[SearchResult]:
+        records = self.index.catalogue.images([i for i, _ in ranking])
+        results = []
+        for image_id, score in ranking:
+            record = records.get(image_id)
+            if record is None or not record.paths:
+                continue  # removed while we searched
+            results.append(
+                SearchResult(
+                    image_id=image_id,
+                    path=record.path,
+                    paths=record.paths,
+                    score=float(score),
+                    width=record.width,
+                    height=record.height,
+                )
+            )
+        return results
+
+
+def crop(image: Any, region: Region) -> Any:
+    """Crop a PIL image to a region given in fractions (left, top, right, bottom)."""
+    width, height = image.size
+    left, top, right, bottom = region
+    x0, y0 = round(left * width), round(top * height)
+    box = (x0, y0, max(round(right * width), x0 + 1), max(round(bottom * height), y0 + 1))
+    return image.crop(box)

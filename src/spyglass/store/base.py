@@ -1,0 +1,79 @@
+"""The vector store interface: what a local FAISS store and a distributed one share.
+
+A store holds, per space, rows of (owner id, vector). An owner is an image id; most
+spaces hold one row per image, a crop space holds several, and a search returns each
+owner once, scored by its best row. Every implementation runs through the same contract
+tests (``tests/test_vector_store_contract.py``) against :class:`MemoryVectorStore`, the
+brute-force reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """Search results for m queries, best first.
+
+    ``scores`` (m, k) float32 inner products (cosine for unit vectors), ``owners``
+    (m, k) int64 image ids. Rows with fewer than k results are padded with
+    score ``-inf`` and owner ``-1``.
+    """
+
+    scores: np.ndarray
+    owners: np.ndarray
+
+    def row(self, i: int) -> list[tuple[int, float]]:
+        """The (owner, score) pairs of query i, without padding."""
+        keep = self.owners[i] >= 0
+        return list(zip(self.owners[i][keep].tolist(), self.scores[i][keep].tolist(), strict=True))
+
+
+def empty_neighbours(m: int, k: int) -> Neighbours:
+    return Neighbours(
+        scores=np.full((m, k), -np.inf, np.float32), owners=np.full((m, k), -1, np.int64)
+    )
+
+
+@runtime_checkable
+class VectorStore(Protocol):
+    """Rows of (owner id, unit vector) in one space, searchable by inner product."""
+
+    dims: int
+
+    def __len__(self) -> int:
+        """Stored rows, hidden ones included."""
+        ...
+
+    def add(self, owners: np.ndarray, vectors: np.ndarray) -> None:
+        """Append rows: ``owners`` (n,) int64, ``vectors`` (n, dims) float32.
+
+        Rows become durable at the next :meth:`flush`."""
+        ...
+
+    def flush(self) -> int:
+        """Make added rows durable; returns the row count to record as committed."""
+        ...
+
+    def set_hidden(self, owners: Iterable[int], hidden: bool = True) -> None:
+        """Hide (or show again) every row of these owners from :meth:`search`."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int) -> Neighbours:
+        """``queries`` (m, dims) float32 -> the k best visible owners per query."""
+        ...
+
+    def fetch(self, owners: np.ndarray) -> np.ndarray:
+        """(n,) owner ids -> (n, dims) float32: each owner's first row (hidden or not).
+
+        Raises ``KeyError`` for an owner with no row."""
+        ...
+
+    def visible_owners(self) -> np.ndarray:
+        """(n,) int64: owners with at least one visible row, each once."""
+        ...

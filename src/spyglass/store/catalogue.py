@@ -1,0 +1,378 @@
+"""The catalogue: which files are indexed, which image content each holds, what was
+skipped and why, and which encoder made the vectors. SQLite in WAL mode.
+
+An *image* is a distinct content (by BLAKE2b hash of the file bytes) and owns the
+vectors; a *file* is a path that shows an image. Renaming or copying a file adds a file
+row that points at the existing image, so nothing is embedded twice. An image with no
+file left is *dead*: kept (its vectors are reused if the content comes back) but hidden
+from search.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spyglass.encoders.base import EncoderInfo
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roots (path TEXT PRIMARY KEY, added_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY,
+    content_hash TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    alive INTEGER NOT NULL DEFAULT 1,
+    added_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    indexed_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_by_image ON files(image_id);
+CREATE TABLE IF NOT EXISTS skipped (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    size INTEGER,
+    mtime_ns INTEGER,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS spaces (
+    name TEXT PRIMARY KEY,
+    dims INTEGER NOT NULL,
+    rows INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileState:
+    path: str
+    image_id: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One indexed image content and the files that show it (sorted, first is canonical)."""
+
+    id: int
+    paths: tuple[str, ...]
+    width: int
+    height: int
+    format: str
+    alive: bool
+
+    @property
+    def path(self) -> str:
+        return self.paths[0] if self.paths else ""
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An embedded image ready to commit: its id is the next row of every space."""
+
+    content_hash: str
+    width: int
+    height: int
+    format: str
+
+
+class _LockedConnection:
+    """One SQLite connection shared by the server's threads, one statement at a time.
+
+    ``execute`` returns all rows at once, so no cursor outlives the lock."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self.connection = connection
+        self.lock = threading.RLock()
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> _Rows:
+        with self.lock:
+            return _Rows(self.connection.execute(sql, args).fetchall())
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.lock:
+            self.connection.executemany(sql, rows)
+
+    def executescript(self, sql: str) -> None:
+        with self.lock:
+            self.connection.executescript(sql)
+
+    def close(self) -> None:
+        with self.lock:
+            self.connection.close()
+
+
+class _Rows(list[tuple[Any, ...]]):
+    def fetchone(self) -> Any:
+        return self[0] if self else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self)
+
+
+class Catalogue:
+    """SQLite catalogue of one index. Not shared between threads: open one per thread."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        self._db = _LockedConnection(
+            sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        )
+        self._db.execute("PRAGMA busy_timeout = 10000")
+        if create:
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # NORMAL is durable in WAL mode across process crashes (kill -9); only a power
+            # cut can lose the last transactions, never corrupt the file.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db.lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- meta ----------------------------------------------------------------------
+
+    def encoder_info(self) -> EncoderInfo | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'encoder'").fetchone()
+        return EncoderInfo.from_json(json.loads(row[0])) if row else None
+
+    def set_encoder_info(self, info: EncoderInfo) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO meta VALUES ('encoder', ?)", (json.dumps(info.to_json()),)
+        )
+        for space, dims in info.spaces.items():
+            self._db.execute(
+                "INSERT OR IGNORE INTO spaces (name, dims) VALUES (?, ?)", (space, dims)
+            )
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def space_rows(self) -> dict[str, tuple[int, int]]:
+        """space -> (dims, committed rows)."""
+        rows = self._db.execute("SELECT name, dims, rows FROM spaces").fetchall()
+        return {name: (dims, count) for name, dims, count in rows}
+
+    def ensure_space(self, space: str, dims: int) -> None:
+        self._db.execute("INSERT OR IGNORE INTO spaces (name, dims) VALUES (?, ?)", (space, dims))
+
+    def set_space_rows(self, space: str, rows: int) -> None:
+        self._db.execute("UPDATE spaces SET rows = ? WHERE name = ?", (rows, space))
+
+    # -- roots ---------------------------------------------------------------------
+
+    def roots(self) -> list[str]:
+        return [r[0] for r in self._db.execute("SELECT path FROM roots ORDER BY path")]
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        now = time.time()
+        self._db.executemany("INSERT OR IGNORE INTO roots VALUES (?, ?)", [(r, now) for r in roots])
+
+    # -- files and images ------------------------------------------------------------
+
+    def files_under(self, root: str) -> dict[str, FileState]:
+        """Indexed files whose path lies under the folder ``root`` (absolute)."""
+        prefix = root.rstrip("/") + "/"
+        # '/' + 1 == '0': every path starting with prefix sorts in [prefix, prefix[:-1]+'0').
+        rows = self._db.execute(
+            "SELECT path, image_id, size, mtime_ns FROM files WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + "0"),
+        )
+        return {p: FileState(p, i, s, m) for p, i, s, m in rows}
+
+    def file(self, path: str) -> FileState | None:
+        row = self._db.execute(
+            "SELECT path, image_id, size, mtime_ns FROM files WHERE path = ?", (path,)
+        ).fetchone()
+        return FileState(*row) if row else None
+
+    def images_by_hash(self, hashes: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = list(hashes[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for h, i in self._db.execute(
+                f"SELECT content_hash, id FROM images WHERE content_hash IN ({marks})", chunk
+            ):
+                found[h] = i
+        return found
+
+    def next_image_id(self) -> int:
+        row = self._db.execute("SELECT COALESCE(MAX(id) + 1, 0) FROM images").fetchone()
+        return int(row[0])
+
+    def insert_images(self, first_id: int, images: Sequence[NewImage]) -> None:
+        now = time.time()
+        self._db.executemany(
+            "INSERT INTO images (id, content_hash, width, height, format, alive, added_at) "
+            "VALUES (?, ?, ?, ?, ?, 1, ?)",
+            [
+                (first_id + n, im.content_hash, im.width, im.height, im.format, now)
+                for n, im in enumerate(images)
+            ],
+        )
+
+    def upsert_files(self, files: Iterable[FileState]) -> None:
+        now = time.time()
+        rows = [(f.path, f.image_id, f.size, f.mtime_ns, now) for f in files]
+        self._db.executemany(
+            "INSERT OR REPLACE INTO files (path, image_id, size, mtime_ns, indexed_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._db.executemany("DELETE FROM skipped WHERE path = ?", [(r[0],) for r in rows])
+
+    def delete_files(self, paths: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+
+    def refresh_alive(self) -> tuple[set[int], set[int]]:
+        """Recompute which images have a file left. Returns (died, revived) image ids."""
+        died = {
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM images WHERE alive = 1 AND NOT EXISTS "
+                "(SELECT 1 FROM files WHERE files.image_id = images.id)"
+            )
+        }
+        revived = {
+            r[0]
+            for r in self._db.execute(
+                "SELECT id FROM images WHERE alive = 0 AND EXISTS "
+                "(SELECT 1 FROM files WHERE files.image_id = images.id)"
+            )
+        }
+        self._db.executemany("UPDATE images SET alive = 0 WHERE id = ?", [(i,) for i in died])
+        self._db.executemany("UPDATE images SET alive = 1 WHERE id = ?", [(i,) for i in revived])
+        return died, revived
+
+    def dead_image_ids(self) -> list[int]:
+        return [r[0] for r in self._db.execute("SELECT id FROM images WHERE alive = 0")]
+
+    def images(self, ids: Sequence[int]) -> dict[int, ImageRecord]:
+        """Records of these image ids (unknown ids are left out)."""
+        records: dict[int, ImageRecord] = {}
+        paths: dict[int, list[str]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = [int(i) for i in ids[start : start + 500]]
+            marks = ",".join("?" * len(chunk))
+            for image_id, path in self._db.execute(
+                f"SELECT image_id, path FROM files WHERE image_id IN ({marks})", chunk
+            ):
+                paths.setdefault(image_id, []).append(path)
+            for image_id, width, height, fmt, alive in self._db.execute(
+                f"SELECT id, width, height, format, alive FROM images WHERE id IN ({marks})", chunk
+            ):
+                records[image_id] = ImageRecord(
+                    id=image_id,
+                    paths=tuple(sorted(paths.get(image_id, []))),
+                    width=width,
+                    height=height,
+                    format=fmt,
+                    alive=bool(alive),
+                )
+        return records
+
+    def iter_images(self, alive_only: bool = True) -> Iterator[ImageRecord]:
+        """Every image, in id order (pages through SQLite, never loads all at once)."""
+        last = -1
+        while True:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    "SELECT id FROM images WHERE id > ? "
+                    + ("AND alive = 1 " if alive_only else "")
+                    + "ORDER BY id LIMIT 1000",
+                    (last,),
+                )
+            ]
+            if not ids:
+                return
+            records = self.images(ids)
+            for i in ids:
+                yield records[i]
+            last = ids[-1]
+
+    # -- skipped ---------------------------------------------------------------------
+
+    def record_skipped(self, entries: Iterable[tuple[SkippedFile, int | None, int | None]]) -> None:
+        now = time.time()
+        self._db.executemany(
+            "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?, ?, ?)",
+            [(s.path, s.reason, s.message, size, mtime, now) for s, size, mtime in entries],
+        )
+
+    def skipped_under(self, root: str) -> dict[str, tuple[int | None, int | None]]:
+        prefix = root.rstrip("/") + "/"
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns FROM skipped WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + "0"),
+        )
+        return {p: (s, m) for p, s, m in rows}
+
+    def forget_skipped(self, paths: Iterable[str]) -> None:
+        self._db.executemany("DELETE FROM skipped WHERE path = ?", [(p,) for p in paths])
+
+    def skipped(self, limit: int | None = None) -> list[SkippedFile]:
+        sql = "SELECT path, reason, message FROM skipped ORDER BY path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [SkippedFile(*r) for r in self._db.execute(sql)]
+
+    # -- counts ----------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        def one(sql: str) -> int:
+            return int(self._db.execute(sql).fetchone()[0])
+
+        return {
+            "files": one("SELECT COUNT(*) FROM files"),
+            "images": one("SELECT COUNT(*) FROM images WHERE alive = 1"),
+            "embedded": one("SELECT COUNT(*) FROM images"),
+            "skipped": one("SELECT COUNT(*) FROM skipped"),
+        }
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Read-only escape hatch for reports and tests."""
+        return list(self._db.execute(sql, args))

@@ -1,0 +1,253 @@
+"""An index directory: the catalogue plus one vector store per space.
+
+Layout::
+
+    DIR/catalogue.sqlite      files, images, skipped files, encoder (SQLite, WAL)
+    DIR/vectors/<space>.f16   float16 rows          } one pair per space,
+    DIR/vectors/<space>.ids   int64 owner image ids }  cut to the committed rows on open
+    DIR/write.lock            held by the one process that writes
+
+Every commit writes vectors first (fsync), then one SQLite transaction that records the
+new rows; whatever a crash leaves beyond the committed rows is cut off by the next
+writer. That is what makes indexing resumable after ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import suppress
+from pathlib import Path
+
+import numpy as np
+
+from spyglass.encoders.base import EncoderInfo
+from spyglass.errors import EncoderMismatch, IndexLocked, IndexNotFound, IndexProblem
+from spyglass.store.base import VectorStore
+from spyglass.store.catalogue import Catalogue, FileState, NewImage
+from spyglass.store.local import LocalVectorStore
+
+CATALOGUE_FILE = "catalogue.sqlite"
+#: Per-space vectors for a commit: (n, dims) rows for the n new images in order, or
+#: (batch positions, rows) for spaces with several rows per image (crops).
+SpaceRows = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+class Index:
+    """Catalogue + vector stores of one index directory.
+
+    Open with :meth:`open` to read (search, info) or :meth:`open_for_writing` to index;
+    only one process may write at a time.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        catalogue: Catalogue,
+        info: EncoderInfo,
+        stores: Mapping[str, VectorStore],
+        lock_handle: int | None = None,
+    ) -> None:
+        self.folder = folder
+        self.catalogue = catalogue
+        self.info = info
+        self.stores = dict(stores)
+        self._lock_handle = lock_handle
+        self._dead: set[int] = set()
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path | str) -> Index:
+        """Open an existing index to read. Raises :class:`IndexNotFound`."""
+        folder = Path(folder).expanduser().absolute()
+        path = folder / CATALOGUE_FILE
+        if not path.is_file():
+            raise IndexNotFound(
+                f"no index at {folder} (create one with: spyglass index PATH --index {folder})"
+            )
+        catalogue = Catalogue(path)
+        info = catalogue.encoder_info()
+        if info is None:
+            catalogue.close()
+            raise IndexNotFound(f"{folder} holds no finished index yet (no encoder recorded)")
+        index = cls(folder, catalogue, info, {})
+        index.stores = index._open_stores(writer=False)
+        index._hide_dead()
+        return index
+
+    @classmethod
+    def open_for_writing(cls, folder: Path | str, info: EncoderInfo) -> Index:
+        """Open (or create) an index to add vectors made by the encoder ``info``.
+
+        Raises :class:`EncoderMismatch` if the index holds another encoder's vectors and
+        :class:`IndexLocked` if another process is writing.
+        """
+        folder = Path(folder).expanduser().absolute()
+        if folder.exists() and not folder.is_dir():
+            raise IndexProblem(f"--index {folder} is a file, not a directory")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise IndexProblem(f"cannot create index directory {folder}: {exc.strerror}") from exc
+        lock = _acquire_write_lock(folder)
+        try:
+            catalogue = Catalogue(folder / CATALOGUE_FILE, create=True)
+            recorded = catalogue.encoder_info()
+            if recorded is None:
+                catalogue.set_encoder_info(info)
+            elif not recorded.same_vectors_as(info):
+                catalogue.close()
+                raise EncoderMismatch(
+                    f"index {folder} was built with model {recorded.describe()}, not "
+                    f"{info.describe()}; use --model {recorded.name} or another --index"
+                )
+            index = cls(folder, catalogue, recorded or info, {}, lock)
+            index.stores = index._open_stores(writer=True)
+            index._hide_dead()
+            return index
+        except BaseException:
+            _release(lock)
+            raise
+
+    def _open_stores(self, *, writer: bool) -> dict[str, VectorStore]:
+        rows = self.catalogue.space_rows()
+        stores: dict[str, VectorStore] = {}
+        for space, (dims, committed) in rows.items():
+            stores[space] = LocalVectorStore(
+                self.folder / "vectors", space, dims, committed, writer=writer
+            )
+        return stores
+
+    def _hide_dead(self) -> None:
+        self._dead = set(self.catalogue.dead_image_ids())
+        for store in self.stores.values():
+            store.set_hidden(self._dead, True)
+
+    def close(self) -> None:
+        self.catalogue.close()
+        if self._lock_handle is not None:
+            _release(self._lock_handle)
+            self._lock_handle = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -----------------------------------------------------------------------
+
+    def add_space(self, space: str, dims: int) -> VectorStore:
+        """Create an extra space (say, crops) in an index being written."""
+        self._require_writer()
+        if space not in self.stores:
+            self.catalogue.ensure_space(space, dims)
+            self.stores[space] = LocalVectorStore(
+                self.folder / "vectors", space, dims, 0, writer=True
+            )
+        return self.stores[space]
+
+    def commit(
+        self,
+        new_images: Sequence[NewImage],
+        vectors: Mapping[str, SpaceRows],
+        files: Sequence[FileState | tuple[str, int, int, int | None]],
+    ) -> list[int]:
+        """Durably add images with their vectors and the files that show them.
+
+        ``files`` items are FileStates, or (path, size, mtime_ns, batch position) where the
+        position refers to ``new_images`` (``None`` is not allowed there: use a
+        FileState with the existing image id). Returns the new images' ids.
+        """
+        self._require_writer()
+        first_id = self.catalogue.next_image_id()
+        ids = np.arange(first_id, first_id + len(new_images), dtype=np.int64)
+        for space, rows in vectors.items():
+            if space not in self.stores:
+                raise IndexProblem(f"space {space!r} does not exist in this index")
+            if isinstance(rows, tuple):
+                positions, matrix = rows
+                self.stores[space].add(ids[np.asarray(positions, np.int64)], matrix)
+            else:
+                self.stores[space].add(ids, rows)
+        committed = {space: store.flush() for space, store in self.stores.items()}
+        resolved = [
+            f
+            if isinstance(f, FileState)
+            else FileState(path=f[0], size=f[1], mtime_ns=f[2], image_id=int(ids[int(f[3])]))  # type: ignore[arg-type]
+            for f in files
+        ]
+        with self.catalogue.transaction():
+            self.catalogue.insert_images(first_id, new_images)
+            self.catalogue.upsert_files(resolved)
+            for space, rows_count in committed.items():
+                self.catalogue.set_space_rows(space, rows_count)
+            died, revived = self.catalogue.refresh_alive()
+        self._apply_alive(died, revived)
+        return ids.tolist()
+
+    def remove_files(self, paths: Iterable[str]) -> int:
+        """Forget these paths; images left without a file leave the search results."""
+        self._require_writer()
+        paths = list(paths)
+        with self.catalogue.transaction():
+            self.catalogue.delete_files(paths)
+            died, revived = self.catalogue.refresh_alive()
+        self._apply_alive(died, revived)
+        return len(paths)
+
+    def _apply_alive(self, died: set[int], revived: set[int]) -> None:
+        self._dead = (self._dead | died) - revived
+        for store in self.stores.values():
+            if died:
+                store.set_hidden(died, True)
+            if revived:
+                store.set_hidden(revived, False)
+
+    def _require_writer(self) -> None:
+        if self._lock_handle is None:
+            raise IndexProblem("this index was opened read-only")
+
+    # -- reading -----------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """See what another process committed since this index was opened."""
+        rows = self.catalogue.space_rows()
+        for space, (dims, committed) in rows.items():
+            store = self.stores.get(space)
+            if store is None:
+                self.stores[space] = LocalVectorStore(
+                    self.folder / "vectors", space, dims, committed
+                )
+            elif isinstance(store, LocalVectorStore):
+                store.reload(committed)
+        dead = set(self.catalogue.dead_image_ids())
+        self._apply_alive(dead - self._dead, self._dead - dead)
+
+    def count(self) -> int:
+        """Images (distinct contents) that can be found."""
+        return self.catalogue.counts()["images"]
+
+
+def _acquire_write_lock(folder: Path) -> int:
+    handle = os.open(folder / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(handle)
+        raise IndexLocked(
+            f"index {folder} is being written by pid {holder}; wait for it to finish"
+        ) from exc
+    os.ftruncate(handle, 0)
+    os.pwrite(handle, str(os.getpid()).encode(), 0)
+    return handle
+
+
+def _release(handle: int) -> None:
+    with suppress(OSError):
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    with suppress(OSError):
+        os.close(handle)

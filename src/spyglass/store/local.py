@@ -1,0 +1,234 @@
+"""The embedded default vector store: float16 rows in flat files, searched with FAISS.
+
+On disk, one space is two append-only files: ``<space>.f16`` (rows x dims float16) and
+``<space>.ids`` (rows int64 owner ids). The catalogue records how many rows are
+committed; opening a store truncates anything beyond that, which is how a write cut off
+by ``kill -9`` disappears without a trace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spyglass.errors import IndexCorrupt
+from spyglass.store.base import Neighbours, empty_neighbours
+from spyglass.store.memory import _checked
+
+#: Rows converted to float32 per step when loading vectors into FAISS.
+_LOAD_CHUNK = 65536
+
+
+class LocalVectorStore:
+    """A :class:`~spyglass.store.base.VectorStore` over two flat files and a FAISS
+    ``IndexFlatIP`` (exact inner product) held in memory."""
+
+    def __init__(
+        self, folder: Path, space: str, dims: int, committed_rows: int, *, writer: bool = False
+    ) -> None:
+        self.dims = dims
+        self.space = space
+        self._vectors_path = folder / f"{space}.f16"
+        self._owners_path = folder / f"{space}.ids"
+        folder.mkdir(parents=True, exist_ok=True)
+        # Only the writer (holding the index's write lock) may cut files back: a reader
+        # would cut rows a concurrent writer has appended but not yet committed.
+        if writer:
+            self._recover(committed_rows)
+        self._rows = committed_rows
+        self._pending_owners: list[np.ndarray] = []
+        self._pending_vectors: list[np.ndarray] = []
+        self._hidden: set[int] = set()
+        self._lock = threading.RLock()
+        self._faiss: Any = None
+        self._faiss_rows = 0
+        self._visible_bitmap: np.ndarray | None = None
+        self._owners_cache: np.ndarray | None = None
+
+    # -- durability -------------------------------------------------------------------
+
+    def _recover(self, committed_rows: int) -> None:
+        """Cut both files back to the committed row count (a crash may leave more)."""
+        row_bytes = self.dims * 2
+        for path, width in ((self._vectors_path, row_bytes), (self._owners_path, 8)):
+            if not path.exists():
+                path.touch()
+            size = path.stat().st_size
+            wanted = committed_rows * width
+            if size < wanted:
+                raise IndexCorrupt(
+                    f"{path} holds {size // width} rows but the catalogue committed "
+                    f"{committed_rows}; the index is damaged: re-create it with a new --index"
+                )
+            if size > wanted:
+                with path.open("r+b") as handle:
+                    handle.truncate(wanted)
+
+    def __len__(self) -> int:
+        return self._rows
+
+    def add(self, owners: np.ndarray, vectors: np.ndarray) -> None:
+        owners, vectors = _checked(owners, vectors, self.dims)
+        with self._lock:
+            self._pending_owners.append(owners)
+            self._pending_vectors.append(vectors)
+
+    def flush(self) -> int:
+        with self._lock:
+            if not self._pending_owners:
+                return self._rows
+            owners = np.concatenate(self._pending_owners)
+            vectors = np.concatenate(self._pending_vectors)
+            self._pending_owners.clear()
+            self._pending_vectors.clear()
+            for path, data in (
+                (self._vectors_path, vectors.astype(np.float16)),
+                (self._owners_path, owners.astype(np.int64)),
+            ):
+                with path.open("ab") as handle:
+                    handle.write(data.tobytes())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self._rows += len(owners)
+            self._owners_cache = None
+            self._visible_bitmap = None
+            return self._rows
+
+    def reload(self, committed_rows: int) -> None:
+        """Pick up rows another process committed since this store was opened."""
+        with self._lock:
+            if committed_rows != self._rows and not self._pending_owners:
+                self._rows = committed_rows
+                self._owners_cache = None
+                self._visible_bitmap = None
+                if self._faiss is not None and self._faiss_rows > committed_rows:
+                    self._faiss = None
+
+    # -- reading ----------------------------------------------------------------------
+
+    def _matrix(self) -> np.ndarray:
+        if self._rows == 0:
+            return np.zeros((0, self.dims), np.float16)
+        return np.memmap(
+            self._vectors_path, dtype=np.float16, mode="r", shape=(self._rows, self.dims)
+        )
+
+    def owners(self) -> np.ndarray:
+        """(rows,) int64 owner of every committed row."""
+        with self._lock:
+            if self._owners_cache is None or len(self._owners_cache) != self._rows:
+                if self._rows == 0:
+                    self._owners_cache = np.zeros(0, np.int64)
+                else:
+                    self._owners_cache = np.fromfile(
+                        self._owners_path, dtype=np.int64, count=self._rows
+                    )
+            return self._owners_cache
+
+    def set_hidden(self, owners: Iterable[int], hidden: bool = True) -> None:
+        ids = {int(o) for o in owners}
+        with self._lock:
+            if hidden:
+                self._hidden |= ids
+            else:
+                self._hidden -= ids
+            self._visible_bitmap = None
+
+    def _bitmap(self) -> np.ndarray | None:
+        """FAISS selector bitmap of visible rows (bit i little-endian), or None if all are."""
+        if not self._hidden:
+            return None
+        if self._visible_bitmap is None:
+            visible = ~np.isin(self.owners(), np.fromiter(self._hidden, np.int64))
+            self._visible_bitmap = np.packbits(visible, bitorder="little")
+        return self._visible_bitmap
+
+    def _index(self) -> Any:
+        import faiss
+
+        if self._faiss is None:
+            self._faiss = faiss.IndexFlatIP(self.dims)
+            self._faiss_rows = 0
+        if self._faiss_rows < self._rows:
+            matrix = self._matrix()
+            for start in range(self._faiss_rows, self._rows, _LOAD_CHUNK):
+                stop = min(start + _LOAD_CHUNK, self._rows)
+                self._faiss.add(np.ascontiguousarray(matrix[start:stop], dtype=np.float32))
+            self._faiss_rows = self._rows
+        return self._faiss
+
+    def search(self, queries: np.ndarray, k: int) -> Neighbours:
+        import faiss
+
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if queries.shape[1] != self.dims:
+            raise ValueError(f"queries have {queries.shape[1]} dims, the store {self.dims}")
+        with self._lock:
+            index = self._index()
+            bitmap = self._bitmap()
+            owners = self.owners()
+        result = empty_neighbours(len(queries), k)
+        if index.ntotal == 0 or k <= 0:
+            return result
+        params = None
+        if bitmap is not None:
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(index.ntotal, bitmap))  # type: ignore[call-arg]
+        unique_owners = len(np.unique(owners)) == len(owners)
+        fetch = min(index.ntotal, k if unique_owners else k * 4)
+        pending = list(range(len(queries)))
+        while pending:
+            scores, rows = index.search(queries[pending], fetch, params=params)
+            still = []
+            for slot, i in enumerate(pending):
+                ranked = _best_per_owner(scores[slot], rows[slot], owners, k)
+                short = len(ranked) < k and fetch < index.ntotal
+                if short and not unique_owners:
+                    still.append(i)
+                    continue
+                for j, (owner, score) in enumerate(ranked):
+                    result.owners[i, j] = owner
+                    result.scores[i, j] = score
+            pending = still
+            fetch = min(index.ntotal, fetch * 4)
+        return result
+
+    def fetch(self, owners: np.ndarray) -> np.ndarray:
+        wanted = np.asarray(owners, np.int64).ravel()
+        with self._lock:
+            stored = self.owners()
+            matrix = self._matrix()
+        rows = np.searchsorted(stored, wanted)
+        if (
+            np.any(np.diff(stored) < 0)
+            or np.any(rows >= len(stored))
+            or np.any(stored[np.minimum(rows, len(stored) - 1)] != wanted)
+        ):
+            first: dict[int, int] = {}
+            for row, owner in enumerate(stored.tolist()):
+                first.setdefault(owner, row)
+            rows = np.array([first[o] for o in wanted.tolist()], np.int64)
+        return np.asarray(matrix[rows], dtype=np.float32)
+
+    def visible_owners(self) -> np.ndarray:
+        unique = np.unique(self.owners())
+        if not self._hidden:
+            return unique
+        return unique[~np.isin(unique, np.fromiter(self._hidden, np.int64))]
+
+
+def _best_per_owner(
+    scores: np.ndarray, rows: np.ndarray, owners: np.ndarray, k: int
+) -> list[tuple[int, float]]:
+    best: dict[int, float] = {}
+    for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+        if row < 0:
+            continue
+        owner = int(owners[row])
+        if owner not in best or score > best[owner]:
+            best[owner] = score
+    return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
