@@ -33,6 +33,10 @@ UNSUPPORTED_EXTENSIONS = frozenset(
 #: decodes big photos at 1/2, 1/4 or 1/8 scale, which is several times faster).
 DEFAULT_MIN_SIDE = 448
 
+#: A region of an image as fractions of its width and height: (left, top, right, bottom),
+#: each in [0, 1], left < right, top < bottom.
+Region = tuple[float, float, float, float]
+
 # EXIF orientations that swap width and height.
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -183,3 +187,13 @@ def _not_an_image(data: bytes) -> ImageRejected:
         if signature in head[:64]:
             return ImageRejected("unsupported-format", f"{name} images are not supported")
     return ImageRejected("not-an-image", "not an image Spyglass can read")
+
+
+def crop_region(image: Image.Image, region: Region) -> Image.Image:
+    """Crop to a region given in fractions (left, top, right, bottom); at least 1 px."""
+    width, height = image.size
+    left, top, right, bottom = region
+    x0, y0 = round(left * width), round(top * height)
+    return image.crop(
+        (x0, y0, max(round(right * width), x0 + 1), max(round(bottom * height), y0 + 1))
+    )

@@ -10,9 +10,10 @@ import numpy as np
 
 from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
-from spyglass.images import decode_image, read_image_file
+from spyglass.images import crop_region, decode_image, read_image_file
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
-from spyglass.query.terms import ImageTerm, Query, Region, Term, TextTerm
+from spyglass.query.rerank import RERANK_DEPTH, get_reranker
+from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import IngestSettings
 from spyglass.store.index import Index
 
@@ -74,7 +75,7 @@ class Searcher:
         decoded = decode_image(data, max_pixels=self.limits.max_pixels)
         image = decoded.image
         if term.region is not None:
-            image = crop(image, term.region)
+            image = crop_region(image, term.region)
         vectors = embed_images(self.encoder, [image])
         return {space: rows[0] for space, rows in vectors.items()}
 
@@ -110,7 +111,13 @@ class Searcher:
                 f"add some with: spyglass index PATH --index {self.index.folder}"
             )
         terms = [self.embed_term(t) for t in query.terms]
-        context = RankContext(self.index, self.encoder.info, terms)
+        context = RankContext(
+            self.index,
+            self.encoder.info,
+            terms,
+            positive_ids=query.positives,
+            negative_ids=query.negatives,
+        )
         for ids, target in (
             (query.positives, context.positives),
             (query.negatives, context.negatives),
@@ -121,11 +128,21 @@ class Searcher:
                     target[space] = np.stack([v[space] for v in per_id])
         return context
 
+    def rank(self, query: Query) -> list[tuple[int, float]]:
+        """The whole ranking down to ``offset + k``: (image id, score), best first."""
+        method = get_method(query.method)
+        reranker = get_reranker(query.rerank)
+        context = self.context(query)
+        wanted = query.offset + query.k
+        if query.rerank == "none":
+            return method(context, wanted)
+        depth = max(wanted, RERANK_DEPTH)
+        ranking = method(context, depth)
+        return (reranker(context, ranking[:depth]) + ranking[depth:])[:wanted]
+
     def search(self, query: Query) -> list[SearchResult]:
         """Results ``offset .. offset + k`` of the ranking, best first."""
-        method = get_method(query.method)
-        context = self.context(query)
-        ranking = method(context, query.offset + query.k)[query.offset :]
+        ranking = self.rank(query)[query.offset :]
         if query.min_score is not None:
             ranking = [(i, s) for i, s in ranking if s >= query.min_score]
         return self.describe(ranking)
@@ -148,12 +165,3 @@ class Searcher:
                 )
             )
         return results
-
-
-def crop(image: Any, region: Region) -> Any:
-    """Crop a PIL image to a region given in fractions (left, top, right, bottom)."""
-    width, height = image.size
-    left, top, right, bottom = region
-    x0, y0 = round(left * width), round(top * height)
-    box = (x0, y0, max(round(right * width), x0 + 1), max(round(bottom * height), y0 + 1))
-    return image.crop(box)

@@ -54,3 +54,8 @@ class IngestSettings:
     max_pixels: int = 150_000_000
     #: Files larger than this are refused without being read.
     max_file_bytes: int = 512 * 1024 * 1024
+    #: Also embed ``crop_grid`` x ``crop_grid`` half-overlapping crops of every image so
+    #: that small objects can be found (SeeSaw's multiscale, SORCE's multi-embedding).
+    #: 0 = off; each image then costs ``1 + crop_grid**2`` encoder passes. ``None``:
+    #: keep what the index already uses.
+    crop_grid: int | None = None

@@ -86,6 +86,13 @@ def summary(report: IngestReport) -> str:
     "--batch-size", type=click.IntRange(1, 4096), default=None, help="Images per encoder call."
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decode threads.")
+@click.option(
+    "--crops",
+    type=click.IntRange(0, 4),
+    default=None,
+    help="Also embed a GxG grid of overlapping crops per image so small objects can be "
+    "found (costs 1+G*G embeddings per image; fixed when the index is created).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_command(
@@ -95,6 +102,7 @@ def index_command(
     device: str | None,
     batch_size: int | None,
     workers: int | None,
+    crops: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -104,6 +112,8 @@ def index_command(
         settings = replace(settings, batch_size=batch_size)
     if workers:
         settings = replace(settings, decode_workers=workers)
+    if crops is not None:
+        settings = replace(settings, crop_grid=crops)
     engine = Spyglass.open(
         index_dir,
         runtime=runtime_settings(device),

@@ -22,13 +22,14 @@ from typing import TypeVar
 import numpy as np
 
 from spyglass.encoders.base import Encoder
-from spyglass.errors import ImageRejected, InvalidQuery
-from spyglass.ingest.decoder import DecodedFile, decode_for
+from spyglass.errors import ImageRejected, IndexProblem, InvalidQuery
+from spyglass.images import Region
+from spyglass.ingest.decoder import DecodedFile, crop_windows, decode_for
 from spyglass.ingest.reader import FoundFile, ReadFile, normalise_root, read_and_hash, walk
 from spyglass.ingest.writer import GroupWriter
 from spyglass.settings import IngestSettings
 from spyglass.store.catalogue import FileState, NewImage, SkippedFile
-from spyglass.store.index import Index
+from spyglass.store.index import Index, SpaceRows, crop_space
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,8 @@ class Ingest:
             with catalogue.transaction():
                 catalogue.forget_skipped(stale_skips)
 
-        self._process(todo, known, writer, report)
+        windows = crop_windows(self._crop_grid())
+        self._process(todo, known, writer, report, windows)
         writer.commit()
         report.seconds = time.perf_counter() - started
         self._notify("done", len(todo), len(todo), report)
@@ -151,6 +153,7 @@ class Ingest:
         known: dict[str, FileState],
         writer: GroupWriter,
         report: IngestReport,
+        windows: list[Region],
     ) -> None:
         settings = self.settings
         catalogue = self.index.catalogue
@@ -174,7 +177,11 @@ class Ingest:
                     skip(read.file, error)
             batch.clear()
             if ready:
-                vectors = self.encoder.embed_pixels(np.stack([d.pixels for d in ready]))
+                vectors: dict[str, SpaceRows] = dict(
+                    self.encoder.embed_pixels(np.stack([d.pixels for d in ready]))
+                )
+                if windows:
+                    vectors.update(self._embed_crops(ready, len(windows)))
                 writer.add_embedded(
                     [NewImage(d.read.content_hash, d.width, d.height, d.format) for d in ready],
                     [(d.read.file.path, d.read.file.size, d.read.file.mtime_ns) for d in ready],
@@ -230,7 +237,9 @@ class Ingest:
                             ImageRejected("duplicate-of-skipped", "same bytes as a skipped file"),
                         )
                 else:
-                    batch.append((read, pool.submit(decode_for, self.encoder, read, settings)))
+                    batch.append(
+                        (read, pool.submit(decode_for, self.encoder, read, settings, windows))
+                    )
                     if len(batch) >= settings.batch_size:
                         embed_batch()
                 if len(writer) >= settings.commit_every:
@@ -239,6 +248,43 @@ class Ingest:
                 self._notify("indexing", done, total, report)
             embed_batch()
         self._notify("indexing", done, total, report)
+
+    def _crop_grid(self) -> int:
+        """The index's crop grid: recorded at its first run, the same ever after."""
+        catalogue = self.index.catalogue
+        recorded = catalogue.meta("crop_grid")
+        wanted = self.settings.crop_grid
+        if recorded is None:
+            grid = wanted or 0
+            if grid and catalogue.counts()["embedded"]:
+                raise IndexProblem(
+                    f"{self.index.folder} already holds images embedded without crops; "
+                    "use a new --index to add --crops"
+                )
+            with catalogue.transaction():
+                catalogue.set_meta("crop_grid", str(grid))
+        else:
+            grid = int(recorded)
+            if wanted is not None and wanted != grid:
+                raise IndexProblem(
+                    f"{self.index.folder} was built with --crops {grid}; "
+                    f"use --crops {grid} (or leave it out), or a new --index"
+                )
+        if grid:
+            for space, dims in self.encoder.info.spaces.items():
+                self.index.add_space(crop_space(space), dims)
+        return grid
+
+    def _embed_crops(self, ready: list[DecodedFile], per_image: int) -> dict[str, SpaceRows]:
+        pixels = np.stack([c for d in ready for c in d.crops])
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(pixels), self.settings.batch_size):
+            for space, rows in self.encoder.embed_pixels(
+                pixels[start : start + self.settings.batch_size]
+            ).items():
+                parts.setdefault(space, []).append(rows)
+        positions = np.repeat(np.arange(len(ready)), per_image)
+        return {crop_space(s): (positions, np.concatenate(rows)) for s, rows in parts.items()}
 
     def _notify(self, stage: str, done: int, total: int, report: IngestReport) -> None:
         if self.progress is not None:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from spyglass.store.catalogue import FileState, NewImage, SkippedFile
-from spyglass.store.index import Index
+from spyglass.store.index import Index, SpaceRows
 
 
 class GroupWriter:
@@ -24,6 +24,8 @@ class GroupWriter:
     def _reset(self) -> None:
         self._images: list[NewImage] = []
         self._vectors: dict[str, list[np.ndarray]] = {}
+        #: For spaces with several rows per image: positions in the group, and rows.
+        self._multi: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         self._new_files: list[tuple[str, int, int, int]] = []
         self._linked: list[FileState] = []
         self._skipped: list[tuple[SkippedFile, int | None, int | None]] = []
@@ -40,7 +42,7 @@ class GroupWriter:
         self,
         images: list[NewImage],
         files: list[tuple[str, int, int]],
-        vectors: Mapping[str, np.ndarray],
+        vectors: Mapping[str, SpaceRows],
     ) -> None:
         start = len(self._images)
         for n, (image, file) in enumerate(zip(images, files, strict=True)):
@@ -48,7 +50,11 @@ class GroupWriter:
             self._new_files.append((*file, start + n))
         self._images.extend(images)
         for space, rows in vectors.items():
-            self._vectors.setdefault(space, []).append(rows)
+            if isinstance(rows, tuple):
+                positions, matrix = rows
+                self._multi.setdefault(space, []).append((np.asarray(positions) + start, matrix))
+            else:
+                self._vectors.setdefault(space, []).append(rows)
 
     def add_copy_of_pending(self, path: str, size: int, mtime_ns: int, position: int) -> None:
         self._new_files.append((path, size, mtime_ns, position))
@@ -61,7 +67,14 @@ class GroupWriter:
 
     def commit(self) -> None:
         if self._images or self._new_files or self._linked:
-            vectors = {space: np.concatenate(parts) for space, parts in self._vectors.items()}
+            vectors: dict[str, SpaceRows] = {
+                space: np.concatenate(parts) for space, parts in self._vectors.items()
+            }
+            for space, pairs in self._multi.items():
+                vectors[space] = (
+                    np.concatenate([p for p, _ in pairs]),
+                    np.concatenate([m for _, m in pairs]),
+                )
             self.index.commit(self._images, vectors, [*self._linked, *self._new_files])
         if self._skipped:
             with self.index.catalogue.transaction():

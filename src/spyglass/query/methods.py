@@ -14,7 +14,7 @@ import numpy as np
 
 from spyglass.encoders.base import EncoderInfo
 from spyglass.errors import InvalidQuery
-from spyglass.store.index import Index
+from spyglass.store.index import Index, crop_space
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,11 @@ class RankContext:
     terms: list[EmbeddedTerm]
     positives: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (p, dims)
     negatives: dict[str, np.ndarray] = field(default_factory=dict)  # space -> (n, dims)
+    #: Ids of the images marked good / bad (their vectors are above).
+    positive_ids: tuple[int, ...] = ()
+    negative_ids: tuple[int, ...] = ()
+    #: Score an image by its best crop too, where the index has crop vectors.
+    use_crops: bool = True
 
     @property
     def has_text(self) -> bool:
@@ -49,37 +54,80 @@ class RankContext:
         )
 
     def search(self, space: str, vector: np.ndarray, k: int) -> list[tuple[int, float]]:
-        """The k best images for one query vector in one space."""
-        store = self.index.stores[space]
-        neighbours = store.search(vector.reshape(1, -1).astype(np.float32), k)
-        return neighbours.row(0)
+        """The k best images for one query vector in one space.
+
+        Where the index holds crop vectors for the space (``spyglass index --crops``) and
+        ``use_crops`` is on, an image scores max(whole image, best crop)."""
+        query = vector.reshape(1, -1).astype(np.float32)
+        ranking = self.index.stores[space].search(query, k).row(0)
+        crops = self.index.stores.get(crop_space(space))
+        if not self.use_crops or crops is None:
+            return ranking
+        best = dict(ranking)
+        for owner, score in crops.search(query, k).row(0):
+            if score > best.get(owner, -np.inf):
+                best[owner] = score
+        return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
 
 
 #: A ranking: (image id, score) pairs, best first.
 Ranking = list[tuple[int, float]]
 MethodFunction = Callable[[RankContext, int], Ranking]
 
+#: The kinds of query a method can answer; the evaluation picks methods by these.
+TASKS = ("text", "image", "image+text", "feedback")
+
 _METHODS: dict[str, MethodFunction] = {}
 _ABOUT: dict[str, str] = {}
+_TASKS: dict[str, tuple[str, ...]] = {}
 #: Which registered method the name "default" means.
 DEFAULT_METHOD = "sum"
 
 
-def register(name: str, about: str) -> Callable[[MethodFunction], MethodFunction]:
+def register(
+    name: str, about: str, tasks: tuple[str, ...] = TASKS
+) -> Callable[[MethodFunction], MethodFunction]:
+    """Register a ranking method under ``name`` for the given query ``tasks``."""
+    unknown = set(tasks) - set(TASKS)
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}; choose from {TASKS}")
+
     def wrap(function: MethodFunction) -> MethodFunction:
         _METHODS[name] = function
         _ABOUT[name] = about
+        _TASKS[name] = tuple(tasks)
         return function
 
     return wrap
 
 
-def method_names() -> dict[str, str]:
-    """Registered method name -> one line about it."""
-    return dict(_ABOUT)
+def method_names(task: str | None = None) -> dict[str, str]:
+    """Registered method name -> one line about it (only those for ``task`` if given)."""
+    _load_method_modules()
+    return {n: a for n, a in _ABOUT.items() if task is None or task in _TASKS[n]}
+
+
+#: Modules that register more methods; imported on first use so that importing the
+#: engine stays light. A module listed here that does not exist yet is passed over.
+METHOD_MODULES = (
+    "spyglass.query.compose",
+    "spyglass.query.feedback",
+)
+
+
+def _load_method_modules() -> None:
+    import importlib
+
+    for module in METHOD_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name != module:
+                raise
 
 
 def get_method(name: str) -> MethodFunction:
+    _load_method_modules()
     resolved = DEFAULT_METHOD if name == "default" else name
     if resolved not in _METHODS:
         known = ", ".join(sorted(_METHODS))

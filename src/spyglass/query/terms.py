@@ -15,11 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from spyglass.errors import InvalidQuery
-from spyglass.images import IMAGE_EXTENSIONS
-
-#: A region of an image as fractions of its width and height: (left, top, right, bottom),
-#: each in [0, 1], left < right, top < bottom.
-Region = tuple[float, float, float, float]
+from spyglass.images import IMAGE_EXTENSIONS, Region
 
 
 @dataclass(frozen=True)
@@ -61,7 +57,8 @@ class Query:
     """A search: weighted terms, how many results, and optional relevance feedback.
 
     ``positives`` and ``negatives`` are indexed image ids the user marked good or bad;
-    ``method`` names how terms are combined (see :mod:`spyglass.query.methods`).
+    ``method`` names how terms are combined (see :mod:`spyglass.query.methods`);
+    ``rerank`` names a re-ranking of the top results (``none`` by default).
     """
 
     terms: tuple[Term, ...] = ()
@@ -71,6 +68,7 @@ class Query:
     method: str = "default"
     positives: tuple[int, ...] = ()
     negatives: tuple[int, ...] = ()
+    rerank: str = "none"
 
     def __post_init__(self) -> None:
         if self.k < 1:

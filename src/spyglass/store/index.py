@@ -34,6 +34,11 @@ CATALOGUE_FILE = "catalogue.sqlite"
 SpaceRows = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
+def crop_space(space: str) -> str:
+    """Name of the space holding the crop vectors of ``space`` (several rows per image)."""
+    return f"{space}.crops"
+
+
 class Index:
     """Catalogue + vector stores of one index directory.
 

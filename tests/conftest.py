@@ -1,0 +1,115 @@
+"""Shared fixtures: the real bundled model, real data from SPYGLASS_TEST_DATA, and
+indexes built once per test session.
+
+Tests that need real images skip only when SPYGLASS_TEST_DATA is unset; `.ci/run` sets
+it, so in CI they always run.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from spyglass.encoders import Encoder, load_encoder
+from spyglass.engine import Spyglass
+from spyglass.settings import IngestSettings, RuntimeSettings
+from spyglass.store.index import Index
+
+
+@pytest.fixture(scope="session")
+def runtime() -> RuntimeSettings:
+    # The model cache is shared across runs on purpose: preparing the ONNX files takes
+    # ~20 s and their content depends only on the installed model wheels.
+    return RuntimeSettings.from_environment()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = os.environ.get("SPYGLASS_TEST_DATA")
+    if not root:
+        pytest.skip("SPYGLASS_TEST_DATA is not set (point it at a folder like ../shared/data)")
+    path = Path(root).resolve()
+    if not path.is_dir():
+        pytest.fail(f"SPYGLASS_TEST_DATA={root} is not a directory")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundled(runtime: RuntimeSettings) -> Encoder:
+    """The real bundled encoder, loaded once."""
+    return load_encoder("bundled", runtime)
+
+
+@dataclass(frozen=True)
+class LabelledSet:
+    """A labelled image folder: rows of labels.csv with absolute paths."""
+
+    root: Path
+    rows: list[dict[str, str]]
+
+    def paths(self) -> list[Path]:
+        return [self.root / r["path"] for r in self.rows]
+
+
+def read_labels(folder: Path) -> list[dict[str, str]]:
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def caltech_rows(data_root: Path) -> list[dict[str, str]]:
+    """Caltech-101's 2,748 object images: background clutter left out, and Faces_easy
+    left out because it holds the same photos as Faces, cropped differently."""
+    rows = read_labels(data_root / "caltech101")
+    return [r for r in rows if r["is_background"] == "0" and r["label"] != "Faces_easy"]
+
+
+def copy_subset(rows: list[dict[str, str]], source: Path, target: Path) -> list[Path]:
+    """Copy labelled images into ``target`` (tests may modify the copies)."""
+    copied = []
+    for row in rows:
+        destination = target / row["path"]
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / row["path"], destination)
+        copied.append(destination)
+    return copied
+
+
+def index_folder(
+    folder: Path, index_dir: Path, encoder: Encoder, settings: IngestSettings | None = None
+) -> Spyglass:
+    index = Index.open_for_writing(index_dir, encoder.info)
+    engine = Spyglass(encoder, index, settings)
+    engine.add([str(folder)])
+    return engine
+
+
+@pytest.fixture(scope="session")
+def caltech_engine(
+    data_root: Path, bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Spyglass, LabelledSet]]:
+    """All 2,748 Caltech-101 object images indexed with the bundled model (about 25 s).
+
+    The folder indexed is a farm of symbolic links to the data folder's files, so the
+    data is read in place and left-out classes stay out."""
+    rows = caltech_rows(data_root)
+    farm = tmp_path_factory.mktemp("caltech-links")
+    for row in rows:
+        link = farm / row["path"]
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(data_root / "caltech101" / row["path"])
+    engine = index_folder(farm, tmp_path_factory.mktemp("caltech-index"), bundled)
+    yield engine, LabelledSet(farm, rows)
+    engine.close()
+
+
+@pytest.fixture(scope="session")
+def photos(data_root: Path) -> LabelledSet:
+    """The 42 captioned photos (large JPEGs, good for smoke tests and the UI)."""
+    folder = data_root / "photos"
+    return LabelledSet(folder, read_labels(folder))
