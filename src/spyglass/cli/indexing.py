@@ -87,6 +87,12 @@ def summary(report: IngestReport) -> str:
 )
 @click.option("--workers", type=click.IntRange(1, 64), default=None, help="Decode threads.")
 @click.option(
+    "--commit-every",
+    type=click.IntRange(1, 100_000),
+    default=None,
+    help="Images per durable commit (a crash loses at most this many).",
+)
+@click.option(
     "--crops",
     type=click.IntRange(0, 4),
     default=None,
@@ -102,6 +108,7 @@ def index_command(
     device: str | None,
     batch_size: int | None,
     workers: int | None,
+    commit_every: int | None,
     crops: int | None,
     quiet: bool,
     as_json: bool,
@@ -112,6 +119,8 @@ def index_command(
         settings = replace(settings, batch_size=batch_size)
     if workers:
         settings = replace(settings, decode_workers=workers)
+    if commit_every:
+        settings = replace(settings, commit_every=commit_every)
     if crops is not None:
         settings = replace(settings, crop_grid=crops)
     engine = Spyglass.open(

@@ -49,6 +49,7 @@ class LocalVectorStore:
         self._faiss_rows = 0
         self._visible_bitmap: np.ndarray | None = None
         self._owners_cache: np.ndarray | None = None
+        self._one_row_per_owner = True
 
     # -- durability -------------------------------------------------------------------
 
@@ -128,6 +129,10 @@ class LocalVectorStore:
                     self._owners_cache = np.fromfile(
                         self._owners_path, dtype=np.int64, count=self._rows
                     )
+                owners = self._owners_cache
+                # Owners are appended in increasing id order, so "one row per owner" is
+                # a strict increase; anything else (crops) needs per-owner merging.
+                self._one_row_per_owner = bool(np.all(np.diff(owners) > 0))
             return self._owners_cache
 
     def set_hidden(self, owners: Iterable[int], hidden: bool = True) -> None:
@@ -172,22 +177,31 @@ class LocalVectorStore:
             index = self._index()
             bitmap = self._bitmap()
             owners = self.owners()
+            unique_owners = self._one_row_per_owner
         result = empty_neighbours(len(queries), k)
         if index.ntotal == 0 or k <= 0:
             return result
         params = None
         if bitmap is not None:
-            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(index.ntotal, bitmap))  # type: ignore[call-arg]
-        unique_owners = len(np.unique(owners)) == len(owners)
-        fetch = min(index.ntotal, k if unique_owners else k * 4)
+            # n counts bytes of the bitmap; the array must outlive the search (it does:
+            # ``bitmap`` is a local until we return).
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            params = faiss.SearchParameters(sel=selector)  # type: ignore[call-arg]
+        if unique_owners:
+            fetch = min(index.ntotal, k)
+            scores, rows = index.search(queries, fetch, params=params)
+            found = rows >= 0
+            result.scores[:, :fetch][found] = scores[found]
+            result.owners[:, :fetch][found] = owners[rows[found]]
+            return result
+        fetch = min(index.ntotal, k * 4)
         pending = list(range(len(queries)))
         while pending:
             scores, rows = index.search(queries[pending], fetch, params=params)
             still = []
             for slot, i in enumerate(pending):
                 ranked = _best_per_owner(scores[slot], rows[slot], owners, k)
-                short = len(ranked) < k and fetch < index.ntotal
-                if short and not unique_owners:
+                if len(ranked) < k and fetch < index.ntotal:
                     still.append(i)
                     continue
                 for j, (owner, score) in enumerate(ranked):
@@ -202,16 +216,15 @@ class LocalVectorStore:
         with self._lock:
             stored = self.owners()
             matrix = self._matrix()
-        rows = np.searchsorted(stored, wanted)
-        if (
-            np.any(np.diff(stored) < 0)
-            or np.any(rows >= len(stored))
-            or np.any(stored[np.minimum(rows, len(stored) - 1)] != wanted)
-        ):
-            first: dict[int, int] = {}
-            for row, owner in enumerate(stored.tolist()):
-                first.setdefault(owner, row)
-            rows = np.array([first[o] for o in wanted.tolist()], np.int64)
+        # Owners are stored in non-decreasing order, so the leftmost match is the first row.
+        rows = np.searchsorted(stored, wanted, side="left")
+        inside = rows < len(stored)
+        if not np.all(inside) or np.any(stored[rows[inside]] != wanted[inside]):
+            missing = (
+                wanted[~inside].tolist()
+                + wanted[inside][stored[rows[inside]] != wanted[inside]].tolist()
+            )
+            raise KeyError(f"no vector stored for image ids {missing[:10]}")
         return np.asarray(matrix[rows], dtype=np.float32)
 
     def visible_owners(self) -> np.ndarray:
