@@ -14,8 +14,20 @@ def small_folder(data_root: Path, tmp_path: Path) -> Path:
     source = data_root / "caltech101" / "images"
     folder = tmp_path / "photos"
     folder.mkdir()
-    classes = ["accordion", "airplanes", "anchor", "ant", "barrel", "bass",
-               "beaver", "binocular", "bonsai", "brain", "brontosaurus", "buddha"]
+    classes = [
+        "accordion",
+        "airplanes",
+        "anchor",
+        "ant",
+        "barrel",
+        "bass",
+        "beaver",
+        "binocular",
+        "bonsai",
+        "brain",
+        "brontosaurus",
+        "buddha",
+    ]
     for name in classes:
         first = sorted((source / name).iterdir())[0]
         shutil.copy2(first, folder / f"{name}.jpg")

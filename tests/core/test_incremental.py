@@ -15,7 +15,9 @@ def open_engine(index_dir: Path, encoder) -> Spyglass:
     return Spyglass(encoder, Index.open_for_writing(index_dir, encoder.info))
 
 
-def test_add_delete_rename_duplicate_then_reindex(small_folder: Path, tmp_path: Path, bundled, data_root: Path):
+def test_add_delete_rename_duplicate_then_reindex(
+    small_folder: Path, tmp_path: Path, bundled, data_root: Path
+):
     index_dir = tmp_path / "index"
     with open_engine(index_dir, bundled) as engine:
         first = engine.add([str(small_folder)])
@@ -40,23 +42,36 @@ def test_add_delete_rename_duplicate_then_reindex(small_folder: Path, tmp_path: 
     assert second.embedded == 2, "only the two new photos are embedded"
     assert (second.added, second.linked, second.removed, second.changed) == (2, 2, 2, 0)
     assert second.unchanged == 10  # the 10 original paths left, the touched one included
-    assert status.images == 14  # files: 12 - 1 deleted - 1 renamed-away + 1 renamed-to + 1 copy + 2 new
+    assert (
+        status.images == 14
+    )  # files: 12 - 1 deleted - 1 renamed-away + 1 renamed-to + 1 copy + 2 new
     assert status.unique_images == 13  # the copy shares its content
     assert status.embedded == 14  # every content ever embedded, the deleted ant included
     found = {p for r in everything for p in r.paths}
     assert str(small_folder / "ant.jpg") not in found
     assert str(small_folder / "bass.jpg") not in found
     assert fish.path == str(small_folder / "fish.jpg") and fish.score > 0.99
-    assert set(anchors.paths) == {str(small_folder / "anchor.jpg"), str(small_folder / "anchor-copy.jpg")}
+    assert set(anchors.paths) == {
+        str(small_folder / "anchor.jpg"),
+        str(small_folder / "anchor-copy.jpg"),
+    }
     assert len(everything) == 13
 
     # A third run finds nothing to do.
     with open_engine(index_dir, bundled) as engine:
         third = engine.add([str(small_folder)])
-    assert (third.embedded, third.added, third.linked, third.removed, third.unchanged) == (0, 0, 0, 0, 14)
+    assert (third.embedded, third.added, third.linked, third.removed, third.unchanged) == (
+        0,
+        0,
+        0,
+        0,
+        14,
+    )
 
 
-def test_changed_content_is_embedded_again_and_old_content_leaves(small_folder: Path, tmp_path: Path, bundled):
+def test_changed_content_is_embedded_again_and_old_content_leaves(
+    small_folder: Path, tmp_path: Path, bundled
+):
     index_dir = tmp_path / "index"
     with open_engine(index_dir, bundled) as engine:
         engine.add([str(small_folder)])
@@ -70,7 +85,9 @@ def test_changed_content_is_embedded_again_and_old_content_leaves(small_folder: 
     assert len(results) == 11  # the accordion photo's content has no file left
 
 
-def test_one_index_covers_several_folders(small_folder: Path, tmp_path: Path, bundled, data_root: Path):
+def test_one_index_covers_several_folders(
+    small_folder: Path, tmp_path: Path, bundled, data_root: Path
+):
     other = tmp_path / "other"
     other.mkdir()
     for path in sorted((data_root / "photos" / "images").iterdir())[:3]:
