@@ -80,7 +80,7 @@ def test_changed_content_is_embedded_again_and_old_content_leaves(
         report = engine.add([str(small_folder)])
         results = engine.search(Query((TextTerm("an accordion"),), k=20))
     assert report.embedded == 0 and report.changed == 1  # bonsai's content was known
-    bonsai = [r for r in results if str(small_folder / "bonsai.jpg") in r.paths][0]
+    bonsai = next(r for r in results if str(small_folder / "bonsai.jpg") in r.paths)
     assert str(small_folder / "accordion.jpg") in bonsai.paths
     assert len(results) == 11  # the accordion photo's content has no file left
 
