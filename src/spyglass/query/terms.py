@@ -108,7 +108,7 @@ def check_region(region: Sequence[float]) -> Region:
 
 
 _OPERATOR = re.compile(r"(?:^|\s)([+-])(?=\s|$)")
-_WEIGHT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+):(?=\D)")
+_WEIGHT = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+):(?!\d)")
 
 
 def parse_terms(text: str, *, cwd: Path | None = None) -> list[Term]:

