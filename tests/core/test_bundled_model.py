@@ -84,7 +84,7 @@ def test_recognisable_photos_get_their_class(bundled, real_images):
 def test_preprocess_shape_and_range(bundled, real_images):
     pixels = bundled.preprocess(real_images[0])
     assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
-    assert -1.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0
     tiny = bundled.preprocess(Image.new("RGB", (3, 500), "white"))  # extreme aspect ratio
     assert tiny.shape == (3, 224, 224)
 
