@@ -111,21 +111,20 @@ def command(folder: str, limit: int, eager_limit: int, batch_size: int, out: str
         raise click.UsageError(f"no images under {folder}")
     settings = IngestSettings(batch_size=batch_size)
     bench_sequential(encoder, files[:batch_size], batch_size)  # warm-up: sessions, page cache
-    results = {
+    pipeline = bench_pipeline(encoder, files, settings)
+    sequential = bench_sequential(encoder, files, batch_size)
+    eager = bench_pytorch_eager(encoder, files[:eager_limit], batch_size)
+    results: dict[str, Any] = {
         "images": len(files),
-        "pipeline_images_per_s": bench_pipeline(encoder, files, settings),
-        "sequential_images_per_s": bench_sequential(encoder, files, batch_size),
-        "pytorch_eager_images_per_s": bench_pytorch_eager(encoder, files[:eager_limit], batch_size),
+        "pipeline_images_per_s": pipeline,
+        "sequential_images_per_s": sequential,
+        "pytorch_eager_images_per_s": eager,
+        "pipeline_vs_sequential": pipeline / sequential,
+        "pipeline_vs_pytorch_eager": pipeline / eager,
         "batch_size": batch_size,
         "cpu_count": os.cpu_count(),
         "machine": platform.processor() or platform.machine(),
     }
-    results["pipeline_vs_sequential"] = (
-        results["pipeline_images_per_s"] / results["sequential_images_per_s"]
-    )
-    results["pipeline_vs_pytorch_eager"] = (
-        results["pipeline_images_per_s"] / results["pytorch_eager_images_per_s"]
-    )
     for key, value in results.items():
         click.echo(f"{key:28} {value:.2f}" if isinstance(value, float) else f"{key:28} {value}")
     if out:
