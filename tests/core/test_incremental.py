@@ -100,3 +100,15 @@ def test_one_index_covers_several_folders(
     assert report.added == 3 and report.removed == 0, "indexing one folder leaves the other alone"
     assert status.images == 15
     assert status.roots == sorted([str(small_folder), str(other)])
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_index(tmp_path: Path, bundled):
+    import pytest
+
+    from spyglass.errors import IndexLocked
+
+    first = Index.open_for_writing(tmp_path / "index", bundled.info)
+    with pytest.raises(IndexLocked, match="being written by pid"):
+        Index.open_for_writing(tmp_path / "index", bundled.info)
+    first.close()
+    Index.open_for_writing(tmp_path / "index", bundled.info).close()  # free again
