@@ -1,0 +1,90 @@
+"""`spyglass serve`: the HTTP API and the search page over one index."""
+
+from __future__ import annotations
+
+import click
+
+from spyglass.cli.options import device_option, index_option, runtime_settings
+from spyglass.errors import MissingDependency
+
+
+@click.command("serve")
+@index_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--token",
+    envvar="SPYGLASS_TOKEN",
+    default=None,
+    help="Secret every request must carry (Authorization: Bearer ...; the page asks for "
+    "it once). Required to bind a non-loopback address. Or set SPYGLASS_TOKEN.",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.IntRange(1, 2047),
+    default=32,
+    show_default=True,
+    help="Largest query image accepted.",
+)
+@click.option(
+    "--follow-links",
+    is_flag=True,
+    help="Also serve indexed files whose symbolic links lead out of the indexed folders.",
+)
+@click.option(
+    "--map-points",
+    type=click.IntRange(10, 1_000_000),
+    default=20_000,
+    show_default=True,
+    help="Most images drawn on the collection map (a random sample beyond).",
+)
+@device_option
+def serve_command(
+    index_dir: str,
+    host: str,
+    port: int,
+    token: str | None,
+    max_upload_mb: int,
+    follow_links: bool,
+    map_points: int,
+    device: str | None,
+) -> None:
+    """Serve the search page and the JSON API (OpenAPI at /openapi.json)."""
+    try:
+        import uvicorn
+
+        from spyglass.server import ServerSettings, create_app
+        from spyglass.server.settings import MIN_TOKEN_LENGTH, is_loopback
+    except ImportError as error:
+        raise MissingDependency(
+            f"serving needs the server extra ({error.name} is missing): "
+            "pip install 'spyglass[server]'"
+        ) from error
+    from spyglass.engine import Spyglass
+
+    token = token or None
+    if not is_loopback(host) and not token:
+        raise click.UsageError(
+            f"--host {host} exposes the index to the network: give --token (or set "
+            "SPYGLASS_TOKEN), e.g. --token $(python -c "
+            "'import secrets; print(secrets.token_urlsafe())')"
+        )
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise click.UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters long")
+    settings = ServerSettings.for_binding(
+        host,
+        port,
+        token,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        follow_links_out=follow_links,
+        map_max_points=map_points,
+    )
+    with Spyglass.open(index_dir, runtime=runtime_settings(device)) as engine:
+        app = create_app(engine, settings)
+        shown = f"[{host}]" if ":" in host else host
+        count = engine.index.count()
+        click.echo(f"serving {count:,} images from {engine.index.folder}")
+        click.echo(f"open http://{shown}:{port}/   (Ctrl+C stops)")
+        if token:
+            click.echo("the page asks for the token once; API clients send it as a Bearer token")
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

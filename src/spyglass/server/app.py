@@ -1,0 +1,59 @@
+"""The ASGI app: the JSON API under ``/api``, its OpenAPI document at
+``/openapi.json``, and the search page at ``/`` (static files, no build step).
+
+>>> app = create_app(engine, ServerSettings())   # then: uvicorn.run(app, ...)
+
+The factory takes its collaborators; nothing is read from the environment or held in
+globals, so tests build as many apps as they like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from spyglass.engine import Spyglass
+from spyglass.server.problems import install_error_handlers
+from spyglass.server.routes import collection, images, search
+from spyglass.server.security import Guard
+from spyglass.server.settings import ServerSettings
+from spyglass.server.state import ServerState
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def create_app(engine: Spyglass, settings: ServerSettings) -> FastAPI:
+    """An app serving ``engine``'s index. The caller owns the engine (and closes it)."""
+    app = FastAPI(
+        title="Spyglass",
+        summary="Text-guided image search over an indexed collection.",
+        version=_version(),
+        docs_url=None,  # the interactive docs load scripts from a CDN; offline use wins
+        redoc_url=None,
+        form_limits={"max_files": 1, "max_fields": 200, "max_part_size": 64 * 1024},
+    )
+    app.state.spyglass = ServerState(engine, settings)
+    install_error_handlers(app)
+    app.include_router(search.router)
+    app.include_router(images.router)
+    app.include_router(collection.router)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> Response:
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spyglass")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"

@@ -1,0 +1,109 @@
+"""The index as a whole: status, query methods, the 2D map; and the page's session."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from spyglass.engine import Spyglass
+from spyglass.query.methods import DEFAULT_METHOD, method_names
+from spyglass.query.rerank import reranker_names
+from spyglass.server.problems import error_responses
+from spyglass.server.schemas import (
+    MapResponse,
+    MethodsResponse,
+    SessionResponse,
+    SkippedFileItem,
+    StatusResponse,
+)
+from spyglass.server.security import SESSION_COOKIE, session_value
+from spyglass.server.state import State
+
+router = APIRouter(prefix="/api", tags=["collection"])
+
+
+@router.get("/status", response_model=StatusResponse, responses=error_responses(401, 422))
+def status(
+    state: State,
+    skipped: Annotated[int, Query(ge=0, le=10_000, description="Skipped files to list.")] = 100,
+) -> StatusResponse:
+    """Counts, model, indexed folders and the files that were skipped (with reasons)."""
+    state.refresh_if_due()
+    report = Spyglass.status_of(state.engine.index, skipped_limit=skipped)
+    return StatusResponse(
+        index=report.folder,
+        images=report.images,
+        unique_images=report.unique_images,
+        embedded=report.embedded,
+        skipped=report.skipped,
+        model=report.model,
+        model_version=report.model_version,
+        spaces=report.spaces,
+        roots=report.roots,
+        skipped_files=[
+            SkippedFileItem(path=s.path, reason=s.reason, message=s.message)
+            for s in report.skipped_files
+        ],
+        auth=state.settings.token is not None,
+    )
+
+
+@router.get("/methods", response_model=MethodsResponse, responses=error_responses(401))
+def methods() -> MethodsResponse:
+    """Query methods (``method``) and re-rankers (``rerank``) a search may name."""
+    return MethodsResponse(
+        methods=method_names(), default_method=DEFAULT_METHOD, rerankers=reranker_names()
+    )
+
+
+@router.get(
+    "/map",
+    response_model=MapResponse,
+    responses={
+        202: {"model": MapResponse, "description": "Still computing"},
+        **error_responses(401),
+    },
+)
+def collection_map(state: State, response: Response) -> MapResponse:
+    """Every indexed image (or a sample above the server's limit) placed in 2D by
+    t-SNE over its image vectors. The first call starts the computation and answers 202
+    ``computing``; ask again until it is ``ready``."""
+    current = state.map.state()
+    if current.status == "computing":
+        response.status_code = 202
+    if current.layout is None:
+        return MapResponse(status=current.status, message=current.message)  # type: ignore[arg-type]
+    layout = current.layout
+    return MapResponse(
+        status="ready",
+        count=len(layout.ids),
+        total=layout.total,
+        ids=layout.ids.tolist(),
+        x=[round(v, 5) for v in layout.xy[:, 0].tolist()],
+        y=[round(v, 5) for v in layout.xy[:, 1].tolist()],
+        seconds=round(layout.seconds, 2),
+        method="PCA (50) + t-SNE over the image space",
+    )
+
+
+@router.post("/session", response_model=SessionResponse, responses=error_responses(401))
+def open_session(response: Response, state: State) -> SessionResponse:
+    """Trade the bearer token for an HttpOnly session cookie (the page's thumbnails
+    need it: an ``<img>`` cannot send a header). Without a token configured, a no-op."""
+    if state.settings.token:
+        response.set_cookie(
+            SESSION_COOKIE,
+            session_value(state.settings.token),
+            httponly=True,
+            samesite="strict",
+            path="/",
+        )
+    return SessionResponse()
+
+
+@router.delete("/session", response_model=SessionResponse, responses=error_responses(401))
+def close_session(response: Response) -> SessionResponse:
+    """Forget the session cookie."""
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
+    return SessionResponse()

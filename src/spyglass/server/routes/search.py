@@ -1,0 +1,219 @@
+"""Searching: by text, image, both; uploads; export; clusters of the top results."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from spyglass.errors import InvalidQuery
+from spyglass.search import SearchResult
+from spyglass.server.clusters import cluster_vectors
+from spyglass.server.export import ExportHeader, file_name, searched_now, to_csv, to_json
+from spyglass.server.problems import ApiProblem, error_responses
+from spyglass.server.queries import BuiltQuery, build_query
+from spyglass.server.schemas import (
+    ClusterEdge,
+    ClusterGroup,
+    ClusterNode,
+    ClusterRequest,
+    ClusterResponse,
+    ExportRequest,
+    SearchForm,
+    SearchRequest,
+    SearchResponse,
+    SearchResultItem,
+    UploadResponse,
+)
+from spyglass.server.state import ServerState, State
+
+router = APIRouter(prefix="/api", tags=["search"])
+
+SEARCH_ERRORS = error_responses(400, 401, 403, 404, 409, 422)
+UPLOAD_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422)
+
+
+def thumbnail_url(request: Request, image_id: int, size: int | None = None) -> str:
+    root = request.scope.get("root_path", "").rstrip("/")
+    suffix = f"?size={size}" if size else ""
+    return f"{root}/api/images/{image_id}/thumbnail{suffix}"
+
+
+def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool]:
+    """Results of a built query, and whether the ranking goes on after them."""
+    query = built.query
+    searchable = state.searchable()
+    if query.offset >= searchable:
+        return [], False
+    wanted = min(query.k, searchable - query.offset)
+    results = state.engine.search(replace(query, k=wanted))
+    has_more = len(results) >= wanted and query.offset + wanted < searchable
+    return results, has_more
+
+
+def search_response(
+    request: Request,
+    state: ServerState,
+    search: SearchRequest,
+    built: BuiltQuery,
+    started: float,
+) -> SearchResponse:
+    results, has_more = run_query(state, built)
+    items = [
+        SearchResultItem(
+            rank=search.offset + n + 1,
+            id=r.image_id,
+            path=r.path,
+            copies=len(r.paths),
+            score=round(r.score, 6),
+            width=r.width,
+            height=r.height,
+            thumbnail=thumbnail_url(request, r.image_id),
+        )
+        for n, r in enumerate(results)
+    ]
+    return SearchResponse(
+        query=built.description,
+        offset=search.offset,
+        limit=search.limit,
+        results=items,
+        has_more=has_more,
+        searchable=state.searchable(),
+        took_ms=round((time.perf_counter() - started) * 1000, 2),
+        upload_id=search.upload_id,
+    )
+
+
+@router.post("/search", response_model=SearchResponse, responses=SEARCH_ERRORS)
+def search(request: Request, body: SearchRequest, state: State) -> SearchResponse:
+    """Search by text, by an indexed image or an upload, or both; with negative terms,
+    a region of the query image and images marked good or bad. Pages with
+    ``offset``/``limit``."""
+    started = time.perf_counter()
+    built = build_query(body, state.gate, state.uploads)
+    return search_response(request, state, body, built, started)
+
+
+@router.post("/uploads", response_model=UploadResponse, status_code=201, responses=UPLOAD_ERRORS)
+def upload(
+    image: Annotated[UploadFile, File(description="The query image.")], state: State
+) -> UploadResponse:
+    """Keep a query image for later searches (in memory; it is never indexed)."""
+    kept = state.uploads.add(read_upload(image, state.settings.max_upload_bytes))
+    return UploadResponse(
+        upload_id=kept.id, width=kept.width, height=kept.height, format=kept.format
+    )
+
+
+@router.post("/search/upload", response_model=SearchResponse, responses=UPLOAD_ERRORS)
+def search_by_upload(
+    request: Request,
+    image: Annotated[UploadFile, File(description="The query image.")],
+    form: Annotated[SearchForm, Form()],
+    state: State,
+) -> SearchResponse:
+    """One-shot search by an uploaded image (multipart), with the same options as
+    ``POST /api/search``. Page on with ``POST /api/search`` and the ``upload_id``."""
+    started = time.perf_counter()
+    try:
+        region = form.region_box()
+    except (ValueError, ValidationError) as error:
+        raise InvalidQuery("region must be four fractions: left,top,right,bottom") from error
+    kept = state.uploads.add(read_upload(image, state.settings.max_upload_bytes))
+    fields = form.model_dump(exclude={"region"})
+    body = SearchRequest(**fields, region=region, upload_id=kept.id)
+    built = build_query(body, state.gate, state.uploads)
+    return search_response(request, state, body, built, started)
+
+
+def read_upload(image: UploadFile, limit: int) -> bytes:
+    data = image.file.read(limit + 1)
+    if len(data) > limit:
+        raise ApiProblem(413, "file-too-large", f"the upload is over the limit of {limit:,} bytes")
+    return data
+
+
+@router.post(
+    "/export",
+    responses={
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "CSV or JSON file (attachment)",
+        },
+        **SEARCH_ERRORS,
+    },
+)
+def export(body: ExportRequest, state: State) -> Response:
+    """The results of a search as a file for case notes: CSV or JSON with each result's
+    rank, score and path, the query, the time (UTC), the index and the model."""
+    built = build_query(body, state.gate, state.uploads)
+    results, _ = run_query(state, built)
+    info = state.engine.index.info
+    header = ExportHeader(
+        query=built.description,
+        searched_at=searched_now(),
+        index=str(state.engine.index.folder),
+        model=f"{info.name} {info.version}",
+        request=body.model_dump(exclude={"format"}),
+    )
+    first = body.offset + 1
+    if body.format == "json":
+        content, media = to_json(header, results, first), "application/json"
+    else:
+        content, media = to_csv(header, results, first), "text/csv; charset=utf-8"
+    name = file_name(header, body.format)
+    return Response(
+        content,
+        media_type=media,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.post("/clusters", response_model=ClusterResponse, responses=SEARCH_ERRORS)
+def clusters(request: Request, body: ClusterRequest, state: State) -> ClusterResponse:
+    """The top results (default 50) grouped by k-means over the image vectors, with
+    edges from each image to its most similar neighbours (for a graph view)."""
+    built = build_query(body, state.gate, state.uploads)
+    results, _ = run_query(state, built)
+    space = state.engine.index.info.image_space
+    ids = np.array([r.image_id for r in results], np.int64)
+    vectors = state.engine.index.stores[space].fetch(ids) if len(ids) else np.zeros((0, 1))
+    grouping = cluster_vectors(vectors, clusters=body.clusters, neighbours=body.neighbours)
+    nodes = [
+        ClusterNode(
+            id=r.image_id,
+            rank=body.offset + n + 1,
+            path=r.path,
+            score=round(r.score, 6),
+            cluster=int(grouping.labels[n]),
+            thumbnail=thumbnail_url(request, r.image_id),
+        )
+        for n, r in enumerate(results)
+    ]
+    edges = [
+        ClusterEdge(source=int(ids[a]), target=int(ids[b]), similarity=round(s, 4))
+        for a, b, s in grouping.edges
+    ]
+    groups = [
+        ClusterGroup(
+            id=c,
+            size=int((grouping.labels == c).sum()),
+            members=[int(i) for i in ids[grouping.labels == c]],
+            centre=int(ids[grouping.centres[c]]),
+            cohesion=round(float(grouping.cohesion[c]), 4),
+        )
+        for c in range(len(grouping.centres))
+    ]
+    return ClusterResponse(
+        query=built.description,
+        space=space,
+        silhouette=None if grouping.silhouette is None else round(grouping.silhouette, 4),
+        nodes=nodes,
+        edges=edges,
+        clusters=groups,
+    )

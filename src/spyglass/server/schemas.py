@@ -1,0 +1,263 @@
+"""Request and response models of the JSON API (they are the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Largest image id a client may send (SQLite integers are 64-bit).
+MAX_ID = 2**62
+MAX_OFFSET = 1_000_000
+
+ImageId = Annotated[int, Field(ge=0, le=MAX_ID)]
+ExcludeTerm = Annotated[str, Field(max_length=500)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Region(Strict):
+    """A box on the query image, as fractions of its width and height (0 = left/top
+    edge, 1 = right/bottom edge). Only this crop of the image is embedded."""
+
+    left: float = Field(ge=0.0, le=1.0)
+    top: float = Field(ge=0.0, le=1.0)
+    right: float = Field(ge=0.0, le=1.0)
+    bottom: float = Field(ge=0.0, le=1.0)
+
+    def as_tuple(self) -> tuple[float, float, float, float]:
+        return (self.left, self.top, self.right, self.bottom)
+
+
+class QueryFields(Strict):
+    """Everything about a search except which image it starts from."""
+
+    text: str | None = Field(
+        default=None,
+        max_length=2000,
+        description="Words to search for; with an image, the modification "
+        "('at night', 'especially the carpet').",
+        examples=["a red car"],
+    )
+    image_weight: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Share of the image in an image + text query; the text gets the rest.",
+    )
+    exclude: list[ExcludeTerm] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Push results away from these words (negative terms).",
+    )
+    exclude_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    region: Region | None = Field(
+        default=None, description="Focus on a box of the query image (needs an image)."
+    )
+    positives: list[ImageId] = Field(
+        default_factory=list,
+        max_length=500,
+        description="Ids of results marked good (relevance feedback).",
+    )
+    negatives: list[ImageId] = Field(
+        default_factory=list, max_length=500, description="Ids of results marked bad."
+    )
+    method: str = Field(
+        default="default",
+        max_length=64,
+        description="How the terms are combined (GET /api/methods lists them).",
+    )
+    rerank: str = Field(default="none", max_length=64, description="Re-ranking of the top results.")
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
+    limit: int = Field(default=50, ge=1, le=1000, description="Results to return.")
+
+
+class SearchRequest(QueryFields):
+    """A search by text, by an image (indexed id, indexed path or upload id), or both,
+    with optional negative terms, region and relevance feedback. Give at most one of
+    ``image_id``, ``image_path`` and ``upload_id``."""
+
+    image_id: ImageId | None = None
+    image_path: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="An indexed file: absolute, or relative to an indexed folder.",
+    )
+    upload_id: str | None = Field(
+        default=None, max_length=64, description="From POST /api/uploads (never indexed)."
+    )
+
+    @model_validator(mode="after")
+    def _one_image(self) -> SearchRequest:
+        given = [f for f in ("image_id", "image_path", "upload_id") if getattr(self, f) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of image_id, image_path, upload_id (got {given})")
+        return self
+
+
+class ExportRequest(SearchRequest):
+    format: Literal["csv", "json"] = "csv"
+    limit: int = Field(default=1000, ge=1, le=10_000, description="Results to export.")
+
+
+class ClusterRequest(SearchRequest):
+    limit: int = Field(default=50, ge=2, le=200, description="Top results to cluster.")
+    clusters: int | None = Field(
+        default=None, ge=2, le=12, description="Number of clusters; default: chosen by silhouette."
+    )
+    neighbours: int = Field(default=3, ge=1, le=10, description="Edges per image.")
+
+
+class SearchResultItem(BaseModel):
+    rank: int = Field(description="1-based position in the whole ranking.")
+    id: int
+    path: str
+    copies: int = Field(description="Files holding this same content (first one is path).")
+    score: float = Field(description="Cosine similarity; higher is better.")
+    width: int
+    height: int
+    thumbnail: str = Field(description="URL of a 256-pixel thumbnail.")
+
+
+class SearchResponse(BaseModel):
+    query: str = Field(description="What was searched, in words.")
+    offset: int
+    limit: int
+    results: list[SearchResultItem]
+    has_more: bool
+    searchable: int = Field(description="Images the index can return.")
+    took_ms: float
+    upload_id: str | None = Field(default=None, description="Set when an image was uploaded.")
+
+
+class UploadResponse(BaseModel):
+    upload_id: str
+    width: int
+    height: int
+    format: str
+
+
+class ImageDetail(BaseModel):
+    id: int
+    path: str
+    paths: list[str]
+    width: int
+    height: int
+    format: str
+    thumbnail: str
+    preview: str = Field(description="URL of a 1024-pixel version.")
+    original: str = Field(description="URL of the original file.")
+
+
+class SkippedFileItem(BaseModel):
+    path: str
+    reason: str
+    message: str
+
+
+class StatusResponse(BaseModel):
+    index: str
+    images: int = Field(description="Indexed files that can be found.")
+    unique_images: int = Field(description="Distinct contents among them.")
+    embedded: int
+    skipped: int
+    model: str
+    model_version: str
+    spaces: dict[str, int]
+    roots: list[str]
+    skipped_files: list[SkippedFileItem]
+    auth: bool = Field(description="Whether requests need the token.")
+
+
+class MethodsResponse(BaseModel):
+    methods: dict[str, str]
+    default_method: str
+    rerankers: dict[str, str]
+
+
+class ClusterNode(BaseModel):
+    id: int
+    rank: int
+    path: str
+    score: float
+    cluster: int
+    thumbnail: str
+
+
+class ClusterEdge(BaseModel):
+    source: int = Field(description="Image id.")
+    target: int = Field(description="Image id.")
+    similarity: float = Field(description="Cosine similarity of the two images.")
+
+
+class ClusterGroup(BaseModel):
+    id: int
+    size: int
+    members: list[int]
+    centre: int = Field(description="Id of the member nearest the cluster's centre.")
+    cohesion: float = Field(description="Mean similarity of members to their centre.")
+
+
+class ClusterResponse(BaseModel):
+    query: str
+    space: str
+    silhouette: float | None
+    nodes: list[ClusterNode]
+    edges: list[ClusterEdge]
+    clusters: list[ClusterGroup]
+
+
+class MapResponse(BaseModel):
+    status: Literal["ready", "computing", "failed"]
+    message: str = ""
+    count: int = Field(default=0, description="Images on the map.")
+    total: int = Field(default=0, description="Images in the index.")
+    ids: list[int] = Field(default_factory=list)
+    x: list[float] = Field(default_factory=list, description="0..1, left to right.")
+    y: list[float] = Field(default_factory=list, description="0..1, top to bottom.")
+    seconds: float | None = Field(default=None, description="Time the layout took.")
+    method: str = ""
+
+
+class SessionResponse(BaseModel):
+    ok: bool = True
+
+
+class SearchForm(BaseModel):
+    """A one-shot search by an uploaded image (multipart/form-data): the image file,
+    plus the same fields as :class:`SearchRequest` (``region`` as
+    ``left,top,right,bottom`` fractions). The answer carries the ``upload_id`` to
+    page on with ``POST /api/search``."""
+
+    # "ignore": the image file arrives in the same form.
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    text: str | None = Field(default=None, max_length=2000)
+    image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
+    exclude: list[ExcludeTerm] = Field(default_factory=list, max_length=20)
+    exclude_weight: float = Field(default=0.5, ge=0.0, le=10.0)
+    region: str | None = Field(
+        default=None,
+        max_length=100,
+        pattern=r"^\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*$",
+        description="left,top,right,bottom as fractions of the image (0..1).",
+        examples=["0.1,0.5,0.6,1"],
+    )
+    positives: list[ImageId] = Field(default_factory=list, max_length=500)
+    negatives: list[ImageId] = Field(default_factory=list, max_length=500)
+    method: str = Field(default="default", max_length=64)
+    rerank: str = Field(default="none", max_length=64)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
+    limit: int = Field(default=50, ge=1, le=1000)
+
+    def region_box(self) -> Region | None:
+        """The region as a :class:`Region`; raises ``ValueError`` for numbers that are
+        not four fractions."""
+        if self.region is None or not self.region.strip():
+            return None
+        left, top, right, bottom = (float(v) for v in self.region.split(","))
+        return Region(left=left, top=top, right=right, bottom=bottom)

@@ -1,0 +1,225 @@
+// The results grid, virtualised: only the rows in view (plus a margin) exist in the
+// DOM, and tiles are recycled as you scroll, so 10,000 loaded results cost the same
+// few hundred elements as 50. Thumbnails load only for tiles in view.
+
+import { thumbnailUrl } from "./api.js";
+
+const MIN_TILE = 184;
+const GAP = 12;
+const PAD = 18;
+const META = 26;
+const MARGIN_ROWS = 2;
+const STATUS_HEIGHT = 44;
+
+/** The file name with its folder ("airplanes/image_0051.jpg"): names alone repeat. */
+function shortName(path) {
+  return path.split("/").filter(Boolean).slice(-2).join("/");
+}
+
+export class ResultGrid {
+  /**
+   * @param scroller the scrolling element; sizer: its child whose height is the grid's
+   * @param handlers {search(item), open(item), mark(item, kind), markOf(id), needMore()}
+   */
+  constructor(scroller, sizer, handlers) {
+    this.scroller = scroller;
+    this.sizer = sizer;
+    this.handlers = handlers;
+    this.items = [];
+    this.hasMore = false;
+    this.loading = false;
+    this.live = new Map(); // item index -> tile element
+    this.spare = [];
+    this.columns = 1;
+    this.tileWidth = MIN_TILE;
+    this.tileHeight = MIN_TILE;
+    this.status = document.createElement("div");
+    this.status.className = "grid-status";
+    this.sizer.appendChild(this.status);
+    this.frame = 0;
+    scroller.addEventListener("scroll", () => this.schedule(), { passive: true });
+    new ResizeObserver(() => {
+      this.measure();
+      this.schedule();
+    }).observe(scroller);
+    sizer.addEventListener("click", (event) => this.onClick(event));
+    this.measure();
+  }
+
+  get size() {
+    return this.items.length;
+  }
+
+  setItems(items, hasMore) {
+    this.items = items.slice();
+    this.hasMore = hasMore;
+    this.loading = false;
+    this.scroller.scrollTop = 0;
+    for (const [index, tile] of this.live) this.recycle(index, tile);
+    this.measure();
+    this.schedule();
+  }
+
+  append(items, hasMore) {
+    this.items.push(...items);
+    this.hasMore = hasMore;
+    this.loading = false;
+    this.measure();
+    this.schedule();
+  }
+
+  setLoading(loading) {
+    this.loading = loading;
+    this.renderStatus();
+  }
+
+  clear() {
+    this.setItems([], false);
+  }
+
+  /** Re-draw the good/bad state of the tiles in view. */
+  refreshMarks() {
+    for (const [index, tile] of this.live) this.paintMark(tile, this.items[index]);
+  }
+
+  measure() {
+    const width = this.scroller.clientWidth || 800;
+    const inner = Math.max(MIN_TILE, width - PAD * 2);
+    this.columns = Math.max(1, Math.floor((inner + GAP) / (MIN_TILE + GAP)));
+    this.tileWidth = (inner - GAP * (this.columns - 1)) / this.columns;
+    this.tileHeight = Math.round(this.tileWidth * 0.78) + META;
+    const rows = Math.ceil(this.items.length / this.columns);
+    const height = PAD + rows * (this.tileHeight + GAP) + STATUS_HEIGHT;
+    this.sizer.style.height = `${this.items.length ? height : 0}px`;
+    this.status.style.top = `${PAD + rows * (this.tileHeight + GAP)}px`;
+  }
+
+  schedule() {
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
+      this.render();
+    });
+  }
+
+  /** The item indexes in view, with a margin of rows: [first, last). */
+  visibleRange() {
+    const rowHeight = this.tileHeight + GAP;
+    const top = this.scroller.scrollTop - PAD;
+    const firstRow = Math.max(0, Math.floor(top / rowHeight) - MARGIN_ROWS);
+    const lastRow = Math.ceil((top + this.scroller.clientHeight) / rowHeight) + MARGIN_ROWS;
+    return [firstRow * this.columns, Math.min(this.items.length, lastRow * this.columns)];
+  }
+
+  render() {
+    const [first, last] = this.visibleRange();
+    for (const [index, tile] of this.live) {
+      if (index < first || index >= last) this.recycle(index, tile);
+    }
+    for (let index = first; index < last; index++) {
+      let tile = this.live.get(index);
+      if (!tile) {
+        tile = this.spare.pop() || this.makeTile();
+        this.fill(tile, index);
+        if (!tile.parentNode) this.sizer.appendChild(tile);
+        this.live.set(index, tile);
+      }
+      this.place(tile, index);
+    }
+    this.renderStatus();
+    const nearEnd = last >= this.items.length - this.columns * 4;
+    if (nearEnd && this.hasMore && !this.loading && this.items.length) {
+      this.loading = true;
+      this.renderStatus();
+      this.handlers.needMore();
+    }
+  }
+
+  renderStatus() {
+    if (!this.items.length) {
+      this.status.textContent = "";
+    } else if (this.loading) {
+      this.status.textContent = "Loading more…";
+    } else if (this.hasMore) {
+      this.status.textContent = "";
+    } else {
+      this.status.textContent = `End of results · ${this.items.length.toLocaleString()} shown`;
+    }
+  }
+
+  makeTile() {
+    const tile = document.createElement("div");
+    tile.className = "tile";
+    tile.tabIndex = 0;
+    tile.setAttribute("role", "button");
+    tile.innerHTML =
+      '<img alt="" decoding="async" draggable="false">' +
+      '<span class="rank"></span>' +
+      '<div class="marks">' +
+      '<button type="button" class="mark-good" title="Mark as good (more like this)" aria-label="Mark as good">✓</button>' +
+      '<button type="button" class="mark-bad" title="Mark as bad (less like this)" aria-label="Mark as bad">✕</button>' +
+      "</div>" +
+      '<button type="button" class="open" title="View larger" aria-label="View larger">⤢</button>' +
+      '<div class="meta"><span class="score"></span><span class="name"></span></div>';
+    tile.addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && event.target === tile) {
+        const item = this.items[Number(tile.dataset.index)];
+        if (item) this.handlers.search(item);
+      }
+    });
+    return tile;
+  }
+
+  fill(tile, index) {
+    const item = this.items[index];
+    tile.dataset.index = String(index);
+    tile.dataset.id = String(item.id);
+    const img = tile.firstChild;
+    img.removeAttribute("src");
+    img.src = item.thumbnail || thumbnailUrl(item.id);
+    tile.querySelector(".rank").textContent = `#${item.rank}`;
+    tile.querySelector(".score").textContent = item.score.toFixed(3);
+    const name = tile.querySelector(".name");
+    name.textContent = shortName(item.path);
+    tile.title = `${item.path}\n${item.width}×${item.height} · score ${item.score.toFixed(4)}\nClick to search by this image`;
+    this.paintMark(tile, item);
+  }
+
+  paintMark(tile, item) {
+    const mark = this.handlers.markOf(item.id);
+    tile.classList.toggle("good", mark === "good");
+    tile.classList.toggle("bad", mark === "bad");
+  }
+
+  place(tile, index) {
+    const row = Math.floor(index / this.columns);
+    const column = index % this.columns;
+    tile.style.width = `${this.tileWidth}px`;
+    tile.style.height = `${this.tileHeight}px`;
+    tile.style.transform = `translate(${PAD + column * (this.tileWidth + GAP)}px, ${PAD + row * (this.tileHeight + GAP)}px)`;
+  }
+
+  recycle(index, tile) {
+    this.live.delete(index);
+    tile.remove();
+    this.spare.push(tile);
+  }
+
+  onClick(event) {
+    const tile = event.target.closest(".tile");
+    if (!tile) return;
+    const item = this.items[Number(tile.dataset.index)];
+    if (!item) return;
+    const button = event.target.closest("button");
+    if (button && button.classList.contains("mark-good")) {
+      this.handlers.mark(item, "good");
+    } else if (button && button.classList.contains("mark-bad")) {
+      this.handlers.mark(item, "bad");
+    } else if (button && button.classList.contains("open")) {
+      this.handlers.open(item);
+    } else {
+      this.handlers.search(item);
+    }
+    this.paintMark(tile, item);
+  }
+}

@@ -1,0 +1,136 @@
+"""Fixtures for the server tests: a real index of 150 real images (120 Caltech-101
+objects in 12 classes and 30 photos) built once per session with the bundled model,
+and the app over it.
+
+The images are copied into a temporary folder (the server refuses files whose links
+lead out of the indexed folders, so a farm of links would not do). Three files are
+added on purpose: a photo stored sideways with an EXIF tag that turns it upright, a
+symbolic link to an image outside the collection, and a text file named like an image.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from spyglass.encoders import Encoder
+from spyglass.engine import Spyglass
+from spyglass.server import ServerSettings, create_app
+from spyglass.store.index import Index
+
+CLASSES = (
+    "airplanes",
+    "Motorbikes",
+    "watch",
+    "grand_piano",
+    "butterfly",
+    "sunflower",
+    "laptop",
+    "umbrella",
+    "chair",
+    "cup",
+    "camera",
+    "starfish",
+)
+PER_CLASS = 10
+PHOTOS = 30
+#: A photo whose copy is stored sideways with EXIF orientation 6 (display: turn right).
+ROTATED_SOURCE = "images/28_chelsea.jpg"
+
+
+@dataclass(frozen=True)
+class Collection:
+    root: Path
+    #: collection-relative path -> Caltech class (photos: "photo")
+    labels: dict[str, str]
+    rotated: Path
+    upright_source: Path
+    link_out: Path
+    outside: Path
+
+    def paths_of(self, label: str) -> list[Path]:
+        return [self.root / p for p, lab in self.labels.items() if lab == label]
+
+
+def _rows(folder: Path) -> list[dict[str, str]]:
+    with (folder / "labels.csv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="session")
+def collection(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Collection:
+    base = tmp_path_factory.mktemp("server-data")
+    root = base / "collection"
+    labels: dict[str, str] = {}
+    caltech = data_root / "caltech101"
+    by_class: dict[str, list[str]] = {}
+    for row in _rows(caltech):
+        if row["label"] in CLASSES:
+            by_class.setdefault(row["label"], []).append(row["path"])
+    for label in CLASSES:
+        for path in sorted(by_class[label])[:PER_CLASS]:
+            target = root / "caltech" / label / Path(path).name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(caltech / path, target)
+            labels[str(target.relative_to(root))] = label
+    photos = data_root / "photos"
+    photo_rows = [r for r in _rows(photos) if r["path"] != ROTATED_SOURCE][:PHOTOS]
+    for row in photo_rows:
+        target = root / "photos" / Path(row["path"]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(photos / row["path"], target)
+        labels[str(target.relative_to(root))] = "photo"
+
+    upright = photos / ROTATED_SOURCE
+    rotated = root / "photos" / "sideways-cat.jpg"
+    with Image.open(upright) as image:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+        image.transpose(Image.Transpose.ROTATE_90).save(rotated, "JPEG", quality=92, exif=exif)
+    labels[str(rotated.relative_to(root))] = "photo"
+
+    outside = base / "outside" / "not-in-the-collection.jpg"
+    outside.parent.mkdir()
+    shutil.copyfile(caltech / sorted(by_class["cup"])[-1], outside)
+    link_out = root / "linked-out.jpg"
+    link_out.symlink_to(outside)
+    (root / "notes.jpg").write_text("not an image, only named like one\n")
+    return Collection(root, labels, rotated, upright, link_out, outside)
+
+
+@pytest.fixture(scope="session")
+def server_engine(
+    collection: Collection, bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Spyglass]:
+    folder = tmp_path_factory.mktemp("server-index")
+    writer = Spyglass(bundled, Index.open_for_writing(folder, bundled.info))
+    writer.add([str(collection.root)])
+    writer.close()
+    # The server opens the index read-only, as `spyglass serve` does.
+    engine = Spyglass(bundled, Index.open(folder))
+    yield engine
+    engine.close()
+
+
+def make_app(engine: Spyglass, **options: object) -> FastAPI:
+    settings = ServerSettings.for_binding("127.0.0.1", 8000, None, **options)  # type: ignore[arg-type]
+    return create_app(engine, settings)
+
+
+@pytest.fixture(scope="session")
+def app(server_engine: Spyglass) -> FastAPI:
+    return make_app(server_engine, max_upload_bytes=2 * 1024 * 1024)
+
+
+@pytest.fixture(scope="session")
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=True) as test_client:
+        yield test_client
