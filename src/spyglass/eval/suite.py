@@ -1,0 +1,203 @@
+"""``spyglass eval report``: every protocol on the shared data, as one Markdown file.
+
+The runs are listed in :data:`SUITE` (dataset folder, protocol, options). Every random
+choice is seeded, so a re-run gives the same quality numbers; only the time per query
+changes with the machine, and :func:`comparable` masks it for ``--check``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spyglass.eval.datasets import IndexedCollection
+from spyglass.eval.protocols import PROTOCOL_TASKS
+from spyglass.eval.protocols.running import ProgressFunction, RunSettings
+from spyglass.eval.report import markdown_table, setup_line
+from spyglass.eval.results import ProtocolResult
+from spyglass.eval.variants import Variant, registered_rerankers, select_variants
+from spyglass.query.methods import DEFAULT_METHOD
+
+
+@dataclass(frozen=True)
+class SuiteRun:
+    dataset: str
+    protocol: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: The runs of the report, in the order they appear.
+SUITE = (
+    SuiteRun("caltech101", "text"),
+    SuiteRun("clothing", "text"),
+    SuiteRun("pacs", "text"),
+    SuiteRun("fashion", "text"),
+    SuiteRun("caltech101", "image"),
+    SuiteRun("clothing", "image"),
+    SuiteRun("pacs", "image", {"sample": 1000}),
+    SuiteRun("fashion", "image", {"sample": 1000}),
+    SuiteRun("fashion", "composed", {"queries": 500}),
+    SuiteRun("pacs", "composed", {"queries": 500}),
+    SuiteRun("caltech101", "fewshot", {"shots": 5}),
+    SuiteRun("caltech101", "feedback", {"rounds": 5, "per_round": 10}),
+    SuiteRun("fashion", "caption", {"sample": 1000}),
+    SuiteRun("photos", "caption"),
+)
+
+#: Protocols whose tables also show the default method followed by each re-ranking.
+RERANKED = ("text", "image", "composed")
+
+HEADINGS = {
+    "text": "Text -> image (one query per class)",
+    "image": "Image -> image (same class is relevant)",
+    "composed": "Composed image + text",
+    "fewshot": "Few-shot: exemplars, exemplar SVM, text (Moll 2024)",
+    "feedback": "Relevance feedback, simulated (SeeSaw)",
+    "caption": "Caption -> image",
+}
+
+
+def suite_variants(protocol: str) -> list[Variant]:
+    """Every method registered for the protocol's task; for some protocols also the
+    default method followed by each registered re-ranking."""
+    task = PROTOCOL_TASKS[protocol]
+    variants = select_variants(task)
+    if protocol in RERANKED:
+        rerankers = registered_rerankers()
+        extra = select_variants(task, [DEFAULT_METHOD], rerankers)
+        variants += [v for v in extra if v not in variants]
+    return variants
+
+
+def run_one(
+    run: SuiteRun,
+    collection: IndexedCollection,
+    settings: RunSettings,
+    progress: ProgressFunction | None,
+) -> ProtocolResult:
+    from spyglass.eval.protocols.caption import run_caption
+    from spyglass.eval.protocols.composed import run_composed
+    from spyglass.eval.protocols.feedback import run_feedback
+    from spyglass.eval.protocols.fewshot import run_fewshot
+    from spyglass.eval.protocols.image import run_image
+    from spyglass.eval.protocols.text import run_text
+
+    runners: dict[str, Callable[..., ProtocolResult]] = {
+        "text": run_text,
+        "image": run_image,
+        "fewshot": run_fewshot,
+        "composed": run_composed,
+        "caption": run_caption,
+        "feedback": run_feedback,
+    }
+    return runners[run.protocol](
+        collection,
+        suite_variants(run.protocol),
+        settings=settings,
+        progress=progress,
+        **run.options,
+    )
+
+
+def run_suite(
+    data: Path,
+    opener: Callable[[Path], IndexedCollection],
+    command: str,
+    announce: Callable[[str], None],
+    progress_for: Callable[[str], AbstractContextManager[ProgressFunction]],
+    settings: RunSettings | None = None,
+    runs: Sequence[SuiteRun] = SUITE,
+) -> str:
+    """Run ``runs`` on the folders found under ``data``; returns the Markdown report.
+
+    ``opener`` indexes a folder (once per model) and opens it; folders missing from
+    ``data`` are named in the report rather than failing it.
+    """
+    settings = settings or RunSettings()
+    opened: dict[str, IndexedCollection] = {}
+    results: list[ProtocolResult] = []
+    absent: list[str] = []
+    try:
+        for run in runs:
+            folder = data / run.dataset
+            if not (folder / "labels.csv").is_file():
+                if run.dataset not in absent:
+                    absent.append(run.dataset)
+                continue
+            if run.dataset not in opened:
+                announce(f"indexing {folder} (reused when up to date)")
+                opened[run.dataset] = opener(folder)
+            announce(f"{run.protocol} on {run.dataset}")
+            with progress_for(f"{run.protocol} {run.dataset}") as progress:
+                results.append(run_one(run, opened[run.dataset], settings, progress))
+    finally:
+        for collection in opened.values():
+            collection.engine.close()
+    return render(results, command, absent)
+
+
+def render(results: Sequence[ProtocolResult], command: str, absent: Sequence[str]) -> str:
+    lines = [
+        "# Search quality on the shared data",
+        "",
+        "Regenerate this file with one command, from the repository root:",
+        "",
+        f"    {command}",
+        "",
+        "Add `--check` to re-run everything and compare with this file instead of writing it.",
+        "Every sample, exemplar and pseudo-negative is drawn with seed 0, and the 95%",
+        "intervals of mAP are seeded bootstraps over queries, so a re-run gives the same",
+        "quality numbers. The `ms/query` column (the engine ranking the whole collection",
+        "once) depends on the machine and its load, and `--check` ignores it.",
+        "How each protocol works, and what the metrics mean: [eval.md](eval.md).",
+        "",
+    ]
+    if results:
+        model = results[0].model
+        version = results[0].settings.get("model_version", "")
+        lines += [f"Model: `{model}` (version {version}).", ""]
+    if absent:
+        lines += [f"Not found under the data folder, so not measured: {', '.join(absent)}.", ""]
+    for protocol in HEADINGS:
+        mine = [r for r in results if r.protocol == protocol]
+        if not mine:
+            continue
+        lines += [f"## {HEADINGS[protocol]}", ""]
+        for result in mine:
+            lines += [
+                f"### {protocol} on {Path(result.data).name}",
+                "",
+                setup_line(result),
+                "",
+                markdown_table(result),
+                "",
+            ]
+            lines += [f"- {note}" for note in result.notes]
+            if result.notes:
+                lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_TABLE_ROW = re.compile(r"^\|.*\|$")
+
+
+def comparable(markdown: str) -> list[str]:
+    """The report's lines with the time column of every table row masked."""
+    masked = []
+    for line in markdown.splitlines():
+        if _TABLE_ROW.match(line) and not line.startswith("|---"):
+            cells = line.split("|")
+            cells[-2] = " ~ "
+            line = "|".join(cells)
+        masked.append(line)
+    return masked
+
+
+def differences(expected: list[str], actual: list[str]) -> list[str]:
+    """Unified-diff lines between two masked reports (empty when they agree)."""
+    return list(difflib.unified_diff(expected, actual, "written", "re-run", lineterm="", n=0))
