@@ -21,6 +21,7 @@ COMMANDS = {
     "search": "spyglass.cli.searching:search_command",
     "info": "spyglass.cli.indexing:info_command",
     "models": "spyglass.cli.searching:models_command",
+    "export-onnx": "spyglass.cli.export:export_onnx_command",
     "demo": "spyglass.cli.demo:demo_command",
     "eval": "spyglass.cli.evaluate:eval_command",
     "serve": "spyglass.cli.serve:serve_command",

@@ -34,6 +34,8 @@ DEFAULT_MODEL = "bundled"
 #: kind -> module with ``load(spec, settings) -> Encoder``; imported only when used.
 LOADERS = {
     "conse": "spyglass.encoders.bundled",
+    "hf": "spyglass.encoders.hf",
+    "onnx-clip": "spyglass.encoders.onnx_clip",
 }
 
 
@@ -52,6 +54,11 @@ def resolve_spec(name: str) -> dict[str, Any]:
     path = Path(name).expanduser()
     if path.is_dir():
         return _spec_for_directory(path)
+    from spyglass.encoders.checkpoint import locate, looks_like_hub_id
+
+    if looks_like_hub_id(name):
+        # Only the local hub cache is looked at: an uncached id fails at once.
+        return locate(name).spec()
     known = ", ".join(sorted(named))
     raise ModelNotFound(
         f"no model named '{name}': use one of {known}, "
@@ -60,7 +67,10 @@ def resolve_spec(name: str) -> dict[str, Any]:
 
 
 def _spec_for_directory(path: Path) -> dict[str, Any]:
-    raise ModelNotFound(f"{path} is not a model directory Spyglass can read")
+    """A CLIP/SigLIP checkpoint or ONNX export folder -> ``{"kind", "path"}``."""
+    from spyglass.encoders.checkpoint import locate
+
+    return locate(str(path)).spec()
 
 
 def load_encoder(spec: str | Mapping[str, Any], settings: RuntimeSettings) -> Encoder:

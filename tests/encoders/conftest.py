@@ -1,0 +1,221 @@
+"""Real CLIP-family architectures with random weights, saved in the real file formats.
+
+No pretrained CLIP weights can be had here, so the checkpoints are built from the real
+OpenAI CLIP ViT-B/32 configuration, tokenizer and preprocessing files (a folder beside
+the test data: ``$SPYGLASS_TEST_MODELS`` or ``$SPYGLASS_TEST_DATA/../models``), given
+seeded random weights and saved with ``save_pretrained``. Random weights give random
+rankings: these tests check shapes, formats, tokenisation, preprocessing, loading and
+export, never retrieval quality.
+
+The full-size ViT-B/32 (600 MB, ~40 s to build, save and export) is made once per
+session and used where size matters (the real architecture end to end, one ONNX parity
+check); everything else uses a narrow two-layer copy of the same configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spyglass.encoders import Encoder, load_encoder, resolve_spec
+from spyglass.settings import RuntimeSettings
+
+CLIP_FILES = "clip-vit-base-patch32-noweights"
+#: The real checkpoint's tokenizer and preprocessing files, copied beside the weights.
+CLIP_SIDE_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "preprocessor_config.json",
+)
+NARROW = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+
+#: google/siglip-base-patch16-224's image preprocessing, as its preprocessor_config.json says.
+SIGLIP_PREPROCESSOR = {
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_processor_type": "SiglipImageProcessor",
+    "image_std": [0.5, 0.5, 0.5],
+    "processor_class": "SiglipProcessor",
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"height": 224, "width": 224},
+}
+
+#: Text the offline SigLIP tokenizer learns its vocabulary from.
+SIGLIP_CORPUS = [
+    "a photo of a cat sitting on a red sofa",
+    "two dogs playing in the snow near a wooden fence",
+    "a bathroom with a black waste basket and white tiles",
+    "an aerial view of a city at night with bright lights",
+    "a bowl of fresh fruit: apples, oranges and bananas",
+    "a person riding a bicycle down a quiet country road",
+    "colorful plastic cups seen from above on a table",
+    "a calm lake in blue dusk light with mountains behind",
+    "wooden planks of a dock by the water at sunset",
+    "the hubble deep field full of distant galaxies",
+    "a close-up of raindrops on a green leaf",
+    "an astronaut floating above the earth in space",
+]
+
+
+@pytest.fixture(scope="session")
+def clip_files(data_root: Path) -> Path:
+    """The real ViT-B/32 config, tokenizer and preprocessing files (no weights)."""
+    root = os.environ.get("SPYGLASS_TEST_MODELS")
+    folder = (Path(root) if root else data_root.parent / "models") / CLIP_FILES
+    if not (folder / "config.json").is_file():
+        pytest.fail(f"{folder} is missing; set SPYGLASS_TEST_MODELS to the folder holding it")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def transformers_quiet() -> Any:
+    """transformers and torch, imported once, with progress bars off."""
+    import torch
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    return torch, transformers
+
+
+def save_clip(
+    transformers_quiet: Any, clip_files: Path, folder: Path, seed: int, narrow: bool
+) -> Path:
+    torch, transformers = transformers_quiet
+    config = transformers.CLIPConfig.from_pretrained(clip_files).to_dict()
+    if narrow:
+        config["text_config"].update(NARROW)
+        config["vision_config"].update(NARROW)
+        config["projection_dim"] = 16
+    torch.manual_seed(seed)
+    model = transformers.CLIPModel(transformers.CLIPConfig(**config)).eval()
+    model.save_pretrained(folder)
+    for name in CLIP_SIDE_FILES:
+        shutil.copy(clip_files / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_b32_dir(transformers_quiet: Any, clip_files: Path, tmp_path_factory: Any) -> Path:
+    """Full-size OpenAI CLIP ViT-B/32, random weights, in Hugging Face layout."""
+    folder = tmp_path_factory.mktemp("ckpt") / "clip-vit-base-patch32"
+    return save_clip(transformers_quiet, clip_files, folder, seed=0, narrow=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(transformers_quiet: Any, clip_files: Path, tmp_path_factory: Any) -> Path:
+    """ViT-B/32's configuration narrowed to two 32-wide layers (same code paths, same
+    tokenizer and preprocessing), random weights."""
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny-clip"
+    return save_clip(transformers_quiet, clip_files, folder, seed=1, narrow=True)
+
+
+def build_siglip_tokenizer(folder: Path) -> None:
+    """A sentencepiece-style (Unigram + Metaspace) tokenizer trained here, offline, with
+    SigLIP's special tokens: the real SigLIP vocabulary cannot be had without network."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import UnigramTrainer
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    trainer = UnigramTrainer(
+        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>"
+    )
+    tokenizer.train_from_iterator(SIGLIP_CORPUS, trainer)
+    eos = tokenizer.token_to_id("</s>")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", eos)]
+    )
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": "</s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "model_max_length": 64,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip_dir(transformers_quiet: Any, tmp_path_factory: Any) -> Path:
+    """A narrow SiglipModel (the real architecture family, random weights) with SigLIP's
+    real preprocessing config and an offline-built tokenizer."""
+    torch, transformers = transformers_quiet
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny-siglip"
+    folder.mkdir()
+    build_siglip_tokenizer(folder)
+    from tokenizers import Tokenizer
+
+    vocab = Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab_size()
+    config = transformers.SiglipConfig(
+        text_config={**NARROW, "vocab_size": vocab, "max_position_embeddings": 64},
+        vision_config={**NARROW, "image_size": 224, "patch_size": 32},
+    )
+    torch.manual_seed(2)
+    transformers.SiglipModel(config).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(SIGLIP_PREPROCESSOR))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def cpu_runtime(runtime: RuntimeSettings) -> RuntimeSettings:
+    """The session's settings (shared model cache), on the CPU so results compare."""
+    from dataclasses import replace
+
+    return replace(runtime, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def export_of(tmp_path_factory: Any) -> Callable[..., Path]:
+    """export_of(checkpoint, layout, fixed_batch=None) -> export folder, made once each."""
+    from spyglass.encoders.onnx_export import export_onnx
+
+    made: dict[tuple[Path, str, int | None], Path] = {}
+
+    def export(checkpoint: Path, layout: str, fixed_batch: int | None = None) -> Path:
+        key = (checkpoint, layout, fixed_batch)
+        if key not in made:
+            target = tmp_path_factory.mktemp("export") / f"{checkpoint.name}-{layout}"
+            made[key] = export_onnx(
+                checkpoint,
+                target,
+                layout=layout,
+                fixed_batch=fixed_batch,  # type: ignore[arg-type]
+            )
+        return made[key]
+
+    return export
+
+
+@pytest.fixture(scope="session")
+def encoder_for(cpu_runtime: RuntimeSettings) -> Callable[[Path], Encoder]:
+    """encoder_for(folder) -> the encoder Spyglass loads for it, loaded once each."""
+    loaded: dict[Path, Encoder] = {}
+
+    def load(folder: Path) -> Encoder:
+        if folder not in loaded:
+            loaded[folder] = load_encoder(resolve_spec(str(folder)), cpu_runtime)
+        return loaded[folder]
+
+    return load
