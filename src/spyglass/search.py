@@ -117,6 +117,7 @@ class Searcher:
             terms,
             positive_ids=query.positives,
             negative_ids=query.negatives,
+            encoder=self.encoder,
         )
         for ids, target in (
             (query.positives, context.positives),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spyglass.encoders.base import EncoderInfo
+from spyglass.encoders.base import Encoder, EncoderInfo
 from spyglass.errors import InvalidQuery
 from spyglass.store.index import Index, crop_space
 
@@ -42,6 +42,9 @@ class RankContext:
     negative_ids: tuple[int, ...] = ()
     #: Score an image by its best crop too, where the index has crop vectors.
     use_crops: bool = True
+    #: The encoder that built the index, for methods that embed more text (PDV,
+    #: Pic2Word) or ask it for optional capabilities; ``None`` where none is at hand.
+    encoder: Encoder | None = None
 
     @property
     def has_text(self) -> bool:

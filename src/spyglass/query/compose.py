@@ -1,0 +1,362 @@
+"""Composed queries: a reference image plus a text saying how the wanted images differ.
+
+"This shirt, in red", "this dog, as a sketch". Every method here answers the task
+``image+text``; a query that lacks either part is ranked by ``sum``, since every
+composition below reduces to its single part then.
+
+The query's terms are first split (:func:`split_query`) into
+
+- the reference ``v``: the weighted sum of the positive image terms, per space, unit;
+- the modification ``t``: the weighted sum of the positive text terms, unit, in the
+  text space, with their words joined (for methods that re-read the words);
+- the text share ``a = sum(w_text) / (sum(w_image) + sum(w_text))`` over positive
+  weights (``spyglass search --image-weight 0.3`` gives a = 0.7);
+- the terms with negative weights, subtracted from whatever vector is finally searched
+  (as ``sum`` does: q <- normalize(q + sum_j w_j u_j), w_j < 0).
+
+Images marked good or bad join as image terms of weight +1 / -1, as in ``sum``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from spyglass.errors import InvalidQuery
+from spyglass.query.methods import (
+    EmbeddedTerm,
+    RankContext,
+    Ranking,
+    rank_sum,
+    register,
+    weighted_sum,
+)
+
+#: How deep each single-space list goes before late fusion combines them.
+LATE_FUSION_DEPTH = 1000
+#: PDV's scale of the prompt direction added to the reference image (alpha_v).
+PDV_IMAGE_SCALE = 1.0
+#: PDV's scale of the prompt direction added to the stand-in's text (alpha_t).
+PDV_TEXT_SCALE = 1.0
+
+
+@runtime_checkable
+class DescribesImages(Protocol):
+    """An encoder that can put an image into words: a text stand-in for it.
+
+    Works from the vectors an image already has, so an indexed image needs no second
+    pass through the model and no file read, and an uploaded or cropped one is treated
+    the same way."""
+
+    def describe_vectors(self, vectors: Mapping[str, np.ndarray]) -> list[str]:
+        """{space: (n, dims) float32} vectors of n images -> n short texts."""
+        ...
+
+
+@dataclass(frozen=True)
+class Composition:
+    """A query split into its reference image and its modifying text (see the module)."""
+
+    #: space -> (dims,) float32 unit vector of the reference image(s).
+    reference: dict[str, np.ndarray]
+    #: (dims,) float32 unit vector of the modifying text, in the text space.
+    text: np.ndarray
+    #: The modifying text's words (positive text terms joined by ", ").
+    words: str
+    #: a in [0, 1]: the text's share of the positive weight.
+    text_share: float
+    #: Terms with negative weights.
+    against: tuple[EmbeddedTerm, ...]
+
+    def searched(self, query: np.ndarray, space: str) -> np.ndarray:
+        """``query`` (dims,) with the negative terms that live in ``space`` subtracted."""
+        terms = [EmbeddedTerm("text", 1.0, {space: query})]
+        terms += [t for t in self.against if space in t.vectors]
+        return weighted_sum(terms, space)
+
+
+def split_query(context: RankContext) -> Composition | None:
+    """The reference / modification split of a query; ``None`` without both parts."""
+    terms = list(context.terms)
+    spaces = list(context.info.spaces)
+    for sign, marked in ((1.0, context.positives), (-1.0, context.negatives)):
+        count = min((len(marked[s]) for s in spaces if s in marked), default=0)
+        for row in range(count):
+            terms.append(EmbeddedTerm("image", sign, {s: marked[s][row] for s in spaces}))
+    images = [t for t in terms if t.kind == "image" and t.weight > 0]
+    texts = [t for t in terms if t.kind == "text" and t.weight > 0]
+    if not images or not texts:
+        return None
+    text_space = context.info.text_space
+    reference = {
+        space: weighted_sum(images, space)
+        for space in spaces
+        if all(space in t.vectors for t in images)
+    }
+    if text_space not in reference:
+        raise InvalidQuery(f"the query image has no vector in the {text_space} space")
+    image_weight = sum(t.weight for t in images)
+    text_weight = sum(t.weight for t in texts)
+    return Composition(
+        reference=reference,
+        text=weighted_sum(texts, text_space),
+        words=", ".join(t.label for t in texts if t.label),
+        text_share=text_weight / (image_weight + text_weight),
+        against=tuple(t for t in terms if t.weight < 0),
+    )
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    if norm < 1e-6:
+        raise InvalidQuery("the query's image and text cancel each other out")
+    return (vector / norm).astype(np.float32)
+
+
+# -- WeiMoCIR ----------------------------------------------------------------------------
+
+
+def weimocir_query(reference: np.ndarray, text: np.ndarray, text_share: float) -> np.ndarray:
+    """q = (1 - a) v + a t for unit (dims,) vectors v and t, returned unit (dims,)."""
+    return _unit((1.0 - text_share) * reference + text_share * text)
+
+
+@register(
+    "weimocir",
+    "WeiMoCIR weighted fusion q = (1-a) v_ref + a t_mod in the joint space",
+    tasks=("image+text",),
+)
+def rank_weimocir(context: RankContext, k: int) -> Ranking:
+    """WeiMoCIR (Wu, Lin and Yang, "Training-free Zero-shot Composed Image Retrieval via
+    Weighted Modality Fusion and Similarity", TAAI 2024, arXiv:2409.04918).
+
+    Query: q = (1 - a) v + a t, with v the reference image's and t the text's unit
+    vectors in the joint space and a the text share of the query's weights. Score of
+    gallery image n: s_n = (1 - b) cos(q, x_n) + b cos(q, c_n), where c_n embeds
+    captions of image n. Spyglass indexes hold no captions, so b = 0 here and the
+    caption half is not applicable; for one image and one text this ranks exactly as
+    ``sum`` does (both are the weighted average of two unit vectors).
+    """
+    parts = split_query(context)
+    if parts is None:
+        return rank_sum(context, k)
+    space = context.info.text_space
+    query = weimocir_query(parts.reference[space], parts.text, parts.text_share)
+    return context.search(space, parts.searched(query, space), k)
+
+
+# -- Slerp ---------------------------------------------------------------------------
+
+
+def slerp(start: np.ndarray, end: np.ndarray, share: float) -> np.ndarray:
+    """Spherical interpolation between unit (dims,) vectors, ``share`` of the way to ``end``:
+
+        slerp(v, t; a) = sin((1 - a) theta) / sin(theta) v + sin(a theta) / sin(theta) t,
+        theta = arccos(v . t).
+
+    The result is unit and makes the angle a * theta with ``start``. Nearly parallel
+    vectors fall back to the normalised linear mix (the limit as theta -> 0); opposite
+    vectors have no unique great circle and are refused.
+    """
+    cosine = float(np.clip(np.dot(start, end), -1.0, 1.0))
+    theta = float(np.arccos(cosine))
+    if theta < 1e-4:
+        return _unit((1.0 - share) * start + share * end)
+    if np.pi - theta < 1e-4:
+        raise InvalidQuery("the query's image and text point in opposite directions")
+    sine = np.sin(theta)
+    mixed = (np.sin((1.0 - share) * theta) / sine) * start + (np.sin(share * theta) / sine) * end
+    return _unit(mixed)
+
+
+@register(
+    "slerp",
+    "spherical interpolation from the reference image to the text in the joint space",
+    tasks=("image+text",),
+)
+def rank_slerp(context: RankContext, k: int) -> Ranking:
+    """Slerp (Jang, Kim, Kang and Kim, "Spherical Linear Interpolation and
+    Text-Anchoring for Zero-shot Composed Image Retrieval", ECCV 2024; the
+    interpolation is Shoemake's, SIGGRAPH 1985).
+
+    q = slerp(v, t; a) (see :func:`slerp`): unlike the linear mix, the query stays on
+    the unit sphere and moves by an angle proportional to a, so a = 0.5 lands halfway
+    in angle between the image and the text.
+    """
+    parts = split_query(context)
+    if parts is None:
+        return rank_sum(context, k)
+    space = context.info.text_space
+    query = slerp(parts.reference[space], parts.text, parts.text_share)
+    return context.search(space, parts.searched(query, space), k)
+
+
+# -- Prompt Directional Vectors ------------------------------------------------------------
+
+
+def pdv_query(
+    reference: np.ndarray,
+    stand_in: np.ndarray,
+    composed: np.ndarray,
+    text_share: float,
+    image_scale: float = PDV_IMAGE_SCALE,
+    text_scale: float = PDV_TEXT_SCALE,
+) -> np.ndarray:
+    """PDV's fused query from unit (dims,) vectors:
+
+        d     = T(c + m) - T(c)                       the prompt's direction
+        v'    = normalize(v + alpha_v d)               composed image
+        t'    = normalize(T(c) + alpha_t d)            composed text
+        q     = normalize((1 - a) v' + a t')
+
+    with ``reference`` = v, ``stand_in`` = T(c), ``composed`` = T(c + m).
+    """
+    direction = composed - stand_in
+    image = _unit(reference + image_scale * direction)
+    text = _unit(stand_in + text_scale * direction)
+    return _unit((1.0 - text_share) * image + text_share * text)
+
+
+def compose_prompt(stand_in: str, modification: str) -> str:
+    """The stand-in's text followed by the modification: "a photo of a dog as a sketch"."""
+    return f"{stand_in.rstrip(' .,')} {modification.strip()}".strip()
+
+
+@register(
+    "pdv",
+    "Prompt Directional Vectors: move the reference along T(stand-in + text) - T(stand-in)",
+    tasks=("image+text",),
+)
+def rank_pdv(context: RankContext, k: int) -> Ranking:
+    """PDV (Tursun, Kalkan, Denman and Fookes, "PDV: Prompt Directional Vectors for
+    Zero-shot Composed Image Retrieval", arXiv:2502.07215, 2025); formula in
+    :func:`pdv_query`.
+
+    The text stand-in c for the reference image comes from the encoder when it can
+    describe images (:class:`DescribesImages`; the bundled model names the ImageNet
+    classes nearest to the image's joint vector). Scales alpha_v = alpha_t = 1; the
+    fusion weight is the query's text share a.
+    """
+    parts = split_query(context)
+    if parts is None:
+        return rank_sum(context, k)
+    encoder = context.encoder
+    if not isinstance(encoder, DescribesImages):
+        name = context.info.name
+        raise InvalidQuery(
+            f"method pdv needs a model that can describe an image in words; '{name}' "
+            "cannot: use --method slerp or late-fusion"
+        )
+    space = context.info.text_space
+    vectors = {s: v.reshape(1, -1) for s, v in parts.reference.items()}
+    (stand_in,) = encoder.describe_vectors(vectors)
+    stand_in_vector, composed = encoder.embed_texts(
+        [stand_in, compose_prompt(stand_in, parts.words)]
+    )
+    query = pdv_query(parts.reference[space], stand_in_vector, composed, parts.text_share)
+    return context.search(space, parts.searched(query, space), k)
+
+
+# -- late fusion across spaces ------------------------------------------------------------
+
+
+def standardize(scores: np.ndarray) -> np.ndarray:
+    """(n,) scores -> (n,) z-scores; a constant list maps to zeros."""
+    spread = float(scores.std())
+    if spread < 1e-12:
+        return np.zeros_like(scores, dtype=np.float64)
+    return (scores - scores.mean()) / spread
+
+
+def fuse_scores(image_scores: np.ndarray, text_scores: np.ndarray, text_share: float) -> np.ndarray:
+    """s = (1 - a) z(s_image) + a z(s_text) over one candidate list: (n,), (n,) -> (n,)."""
+    return (1.0 - text_share) * standardize(image_scores) + text_share * standardize(text_scores)
+
+
+def _candidate_scores(
+    context: RankContext, space: str, query: np.ndarray, candidates: Sequence[int], listed: Ranking
+) -> np.ndarray:
+    """Each candidate's score in ``space``: from the list where it was found, else the
+    whole-image cosine from its stored vector."""
+    known = dict(listed)
+    missing = np.array([c for c in candidates if c not in known], np.int64)
+    if len(missing):
+        rows = context.index.stores[space].fetch(missing) @ query
+        known.update(zip(missing.tolist(), rows.tolist(), strict=True))
+    return np.array([known[c] for c in candidates], np.float64)
+
+
+@register(
+    "late-fusion",
+    "image-only space for the reference, joint space for the text, z-scores fused per image",
+    tasks=("image+text",),
+)
+def rank_late_fusion(context: RankContext, k: int) -> Ranking:
+    """Late fusion of scores across spaces (as in the score-level fusion of
+    multi-modal retrieval, e.g. Atrey et al., "Multimodal fusion for multimedia
+    analysis: a survey", Multimedia Systems 2010; WeiMoCIR's similarity fusion is
+    the same rule within one space).
+
+    The reference is scored where images compare best (the encoder's image space:
+    pooled CNN features for the bundled model), the text where it lives (the joint
+    space). Over the union U of the top ``max(k, 1000)`` of each list, each score is
+    standardised over U and combined:
+
+        s(x) = (1 - a) z_U(cos(v_img, x_img)) + a z_U(cos(t, x_joint))
+
+    A candidate missing from one list gets its exact whole-image cosine there. The
+    returned scores are these fused z-scores, not cosines.
+    """
+    parts = split_query(context)
+    if parts is None:
+        return rank_sum(context, k)
+    image_space = context.info.image_space
+    text_space = context.info.text_space
+    if image_space not in parts.reference:
+        image_space = text_space
+    depth = max(k, LATE_FUSION_DEPTH)
+    image_query = parts.searched(parts.reference[image_space], image_space)
+    text_query = parts.searched(parts.text, text_space)
+    by_image = context.search(image_space, image_query, depth)
+    by_text = context.search(text_space, text_query, depth)
+    candidates = sorted({i for i, _ in by_image} | {i for i, _ in by_text})
+    if not candidates:
+        return []
+    fused = fuse_scores(
+        _candidate_scores(context, image_space, image_query, candidates, by_image),
+        _candidate_scores(context, text_space, text_query, candidates, by_text),
+        parts.text_share,
+    )
+    order = sorted(range(len(candidates)), key=lambda i: (-fused[i], candidates[i]))[:k]
+    return [(candidates[i], float(fused[i])) for i in order]
+
+
+# -- Pic2Word ---------------------------------------------------------------------------
+
+
+@register(
+    "pic2word",
+    "Pic2Word: the image as a pseudo word in 'a photo of * <text>' (train it first)",
+    tasks=("image+text",),
+)
+def rank_pic2word(context: RankContext, k: int) -> Ranking:
+    """Pic2Word (Saito, Sohn, Zhang, Li, Lee, Saenko and Pfister, "Pic2Word: Mapping
+    Pictures to Words for Zero-shot Composed Image Retrieval", CVPR 2023).
+
+    A network f trained on this index's images (``spyglass train pic2word``) maps the
+    reference to a pseudo word s = f(v); the query is the text encoder's embedding of
+    the prompt "a photo of * <text>" with s as the input vector of ``*``:
+    q = T("a photo of", s, text). A text that holds ``*`` itself ("a sketch of *") is
+    used as the prompt as written. The image / text weights do not apply.
+    """
+    parts = split_query(context)
+    if parts is None:
+        return rank_sum(context, k)
+    from spyglass.query.pic2word import pic2word_query
+
+    space = context.info.text_space
+    query = pic2word_query(context, parts.reference, parts.words)
+    return context.search(space, parts.searched(query, space), k)
