@@ -118,6 +118,11 @@ def _output_options(function: F) -> F:
     return function
 
 
+def _quiet(asked: bool) -> bool:
+    """Progress bars only for a person watching a terminal (logs stay readable)."""
+    return asked or not sys.stderr.isatty()
+
+
 @contextmanager
 def query_progress(quiet: bool, what: str) -> Iterator[ProgressFunction]:
     """A rich progress bar on stderr fed by (done, total) calls."""
@@ -201,7 +206,7 @@ def run_on_folder(
     **protocol_options: Any,
 ) -> None:
     """The common path of every labelled-folder protocol."""
-    quiet = options["quiet"] or options["as_json"]
+    quiet = _quiet(options["quiet"] or options["as_json"])
     variants = select_variants(PROTOCOL_TASKS[protocol], options["methods"], options["reranks"])
     indexed = open_labelled(
         options["data"],
@@ -375,13 +380,14 @@ def feedback_command(
     "index_dir",
     default=None,
     type=click.Path(file_okay=False),
-    help="An existing index to evaluate (its own model is used).",
+    help="An existing index to evaluate (its own model is used); with --data, where "
+    "to index that folder.",
 )
 @click.option(
     "--data",
     default=None,
     type=click.Path(file_okay=False),
-    help="Or a folder of images to index first (once per --model).",
+    help="A folder of images to index first (incrementally, once per --model).",
 )
 @click.option("--model", default=None, help="With --data: the model to evaluate.")
 @click.option("--method", "methods", multiple=True, help="Method to evaluate (repeatable).")
@@ -402,12 +408,12 @@ def qrels_command(
     from spyglass.engine import Spyglass
     from spyglass.eval.protocols.qrels import qrels_tasks, read_qrels, run_qrels
 
-    if (index_dir is None) == (data is None):
-        raise InvalidQuery("give either --index DIR (an existing index) or --data FOLDER")
-    quiet = options["quiet"] or options["as_json"]
+    if index_dir is None and data is None:
+        raise InvalidQuery("give --index DIR (an existing index) or --data FOLDER (or both)")
+    quiet = _quiet(options["quiet"] or options["as_json"])
     if data is not None:
         indexed = open_labelled(
-            data, model, None, None, (), options["device"], quiet, require_labels=False
+            data, model, index_dir, None, (), options["device"], quiet, require_labels=False
         )
         indexed = IndexedCollection.whole_index(indexed.engine)
     else:
@@ -459,6 +465,7 @@ def report_command(
     data: str, out: str, check: bool, model: str | None, quiet: bool, device: str | None
 ) -> None:
     """Run every protocol on the shared data and write the results as Markdown."""
+    no_bars = _quiet(quiet)
     from spyglass.eval.suite import comparable, differences, run_suite
 
     runtime = runtime_settings(device)
@@ -470,7 +477,7 @@ def report_command(
 
         collection = read_collection(folder)
         index_dir = default_index_dir(runtime.cache_dir, collection.folder, model_name)
-        with ProgressBar(quiet) as bar:
+        with ProgressBar(no_bars) as bar:
             indexed, _ = open_collection(collection, encoder, index_dir, bar)
         return indexed
 
@@ -480,10 +487,12 @@ def report_command(
 
     @contextmanager
     def progress_for(what: str) -> Iterator[ProgressFunction]:
-        with query_progress(quiet, what) as update:
+        with query_progress(no_bars, what) as update:
             yield update
 
     command = f"spyglass eval report --data {data} --out {out}"
+    if model is not None:
+        command += f" --model {model}"
     markdown = run_suite(Path(data), opener, command, announce, progress_for)
     target = Path(out)
     if check:
