@@ -34,7 +34,7 @@ def photo_paths(photos: Any) -> list[str]:
     return [str(p) for p in photos.paths()[:PHOTO_COUNT]]
 
 
-@pytest.mark.parametrize("model", ["tiny-clip", "clip-vit-base-patch32-xenova"])
+@pytest.mark.parametrize("model", ["tiny-clip", "tiny-clip-immich"])
 def test_index_then_search_with_the_recorded_model(
     model: str,
     request: pytest.FixtureRequest,
@@ -45,7 +45,7 @@ def test_index_then_search_with_the_recorded_model(
     if model == "tiny-clip":
         folder: Path = request.getfixturevalue("tiny_clip_dir")
     else:
-        folder = export_of(request.getfixturevalue("clip_b32_dir"), "xenova")
+        folder = export_of(request.getfixturevalue("tiny_clip_dir"), "immich", 1)
     index = str(tmp_path / "index")
     indexed = run("index", *photo_paths, "--index", index, "--model", str(folder), "--json")
     assert indexed.exit_code == 0, indexed.output

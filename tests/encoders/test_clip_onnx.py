@@ -25,6 +25,11 @@ from .test_clip_hf import TEXTS, assert_unit_rows, photo_images
 TOLERANCE = 1e-4
 
 
+def graph_io(path: Path) -> tuple[list[str], list[str]]:
+    session = ort.InferenceSession(str(path))
+    return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+
+
 def compare_with_torch(onnx: Encoder, torch: Encoder, images: list[Image.Image]) -> None:
     """Same pixels and texts through both; unit vectors agree within TOLERANCE."""
     pixels = np.stack([torch.preprocess(image) for image in images])
@@ -53,6 +58,15 @@ def test_full_size_vit_b32_xenova_export_matches_torch(
         "config.json",
     ):
         assert (export / name).is_file(), name
+    # As transformers.js exports CLIP: a mask input, hidden states beside the embeddings.
+    assert graph_io(export / "onnx" / "text_model.onnx") == (
+        ["input_ids", "attention_mask"],
+        ["text_embeds", "last_hidden_state"],
+    )
+    assert graph_io(export / "onnx" / "vision_model.onnx") == (
+        ["pixel_values"],
+        ["image_embeds", "last_hidden_state"],
+    )
     assert resolve_spec(str(export)) == {"kind": "onnx-clip", "path": str(export)}
     onnx = encoder_for(export)
     assert onnx.info.version.startswith("onnx1-")
@@ -105,6 +119,8 @@ def test_siglip_exports_match_torch(
     photos: Any,
 ) -> None:
     export = export_of(tiny_siglip_dir, layout)
+    if layout == "xenova":  # SigLIP's text tower takes no attention mask
+        assert graph_io(export / "onnx" / "text_model.onnx")[0] == ["input_ids"]
     onnx = encoder_for(export)
     torch = encoder_for(tiny_siglip_dir)
     images = photo_images(photos, 3)

@@ -73,32 +73,38 @@ def export_onnx(
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
         immich = layout == "immich"
-        pixels = torch.zeros(fixed_batch or 2, 3, *recipe.output_size)
-        ids = tokenizer(
-            (TRACE_TEXTS * 4)[: fixed_batch or 2],
+        batch = fixed_batch or 2
+        encoded = tokenizer(
+            (TRACE_TEXTS * batch)[:batch],
             padding="max_length",
             max_length=context,
             truncation=True,
             return_tensors="pt",
-        )["input_ids"]
-        _export(
-            torch,
-            _tower(torch, model, "image", normalize=immich),
-            pixels,
-            paths[0],
-            "image" if immich else "pixel_values",
-            "embedding" if immich else "image_embeds",
-            fixed_batch,
         )
-        _export(
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        image_graph = _image_graph(torch, model, normalize=immich, with_states=not immich)
+        # Xenova's CLIP text graphs also take the attention mask; SigLIP never used one.
+        text_graph = _text_graph(
             torch,
-            _tower(torch, model, "text", normalize=immich),
-            ids.to(torch.int32 if immich else torch.int64),
-            paths[1],
-            "text" if immich else "input_ids",
-            "embedding" if immich else "text_embeds",
-            fixed_batch,
+            model,
+            normalize=immich,
+            with_states=not immich,
+            with_mask=not immich and config.model_type == "clip",
         )
+        if immich:
+            image_names = (["image"], ["embedding"])
+            text_names = (["text"], ["embedding"])
+            text_example: tuple[Any, ...] = (ids.to(torch.int32),)
+        else:
+            image_names = (["pixel_values"], ["image_embeds", "last_hidden_state"])
+            text_names = (
+                ["input_ids", "attention_mask"] if text_graph.with_mask else ["input_ids"],
+                ["text_embeds", "last_hidden_state"],
+            )
+            text_example = (ids, mask) if text_graph.with_mask else (ids,)
+        pixels = torch.zeros(batch, 3, *recipe.output_size)
+        _export(torch, image_graph, (pixels,), paths[0], *image_names, fixed_batch)
+        _export(torch, text_graph, text_example, paths[1], *text_names, fixed_batch)
         tokenizer_folder = staging / "textual" if immich else staging
         _write_tokenizer(folder, tokenizer, context, tokenizer_folder)
         if immich:
@@ -116,42 +122,70 @@ def export_onnx(
     return target
 
 
-def _tower(torch: Any, model: Any, which: str, normalize: bool) -> Any:
-    """The image or text half of ``model`` as a module with one input and one output."""
+def _image_graph(torch: Any, model: Any, normalize: bool, with_states: bool) -> Any:
+    """pixel_values -> image features (and the last hidden states, as Xenova's have)."""
 
-    class Tower(torch.nn.Module):
+    class ImageGraph(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, inputs: Any) -> Any:
-            if which == "image":
-                features = pooled(self.model.get_image_features(pixel_values=inputs))
-            else:
-                features = pooled(self.model.get_text_features(input_ids=inputs.long()))
-            return torch.nn.functional.normalize(features, dim=-1) if normalize else features
+        def forward(self, pixel_values: Any) -> Any:
+            output = self.model.get_image_features(pixel_values=pixel_values)
+            return _outputs(torch, output, normalize, with_states)
 
-    return Tower().eval()
+    return ImageGraph().eval()
+
+
+def _text_graph(torch: Any, model: Any, normalize: bool, with_states: bool, with_mask: bool) -> Any:
+    """token ids (and mask) -> text features (and the last hidden states)."""
+
+    class TextGraph(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            self.with_mask = with_mask
+
+        def forward(self, input_ids: Any, attention_mask: Any = None) -> Any:
+            output = self.model.get_text_features(
+                input_ids=input_ids.long(), attention_mask=attention_mask
+            )
+            return _outputs(torch, output, normalize, with_states)
+
+    return TextGraph().eval()
+
+
+def _outputs(torch: Any, output: Any, normalize: bool, with_states: bool) -> Any:
+    features = pooled(output)
+    if normalize:
+        features = torch.nn.functional.normalize(features, dim=-1)
+    if with_states and not hasattr(output, "shape"):
+        return features, output.last_hidden_state
+    return features
 
 
 def _export(
     torch: Any,
     module: Any,
-    example: Any,
+    example: tuple[Any, ...],
     path: Path,
-    input_name: str,
-    output_name: str,
+    input_names: list[str],
+    output_names: list[str],
     fixed_batch: int | None,
 ) -> None:
-    dynamic = None if fixed_batch else {input_name: {0: "n"}, output_name: {0: "n"}}
+    with torch.no_grad():
+        produced = module(*example)
+    # transformers 4 returns bare features, without the hidden states to name.
+    output_names = output_names[: len(produced) if isinstance(produced, tuple) else 1]
+    dynamic = None if fixed_batch else {name: {0: "n"} for name in input_names + output_names}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,
-            (example,),
+            example,
             str(path),
-            input_names=[input_name],
-            output_names=[output_name],
+            input_names=input_names,
+            output_names=output_names,
             dynamic_axes=dynamic,
             opset_version=OPSET,
             dynamo=False,
