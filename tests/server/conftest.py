@@ -12,10 +12,16 @@ from __future__ import annotations
 
 import csv
 import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -134,3 +140,61 @@ def app(server_engine: Spyglass) -> FastAPI:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=True) as test_client:
         yield test_client
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LiveServer:
+    url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def live_server(server_engine: Spyglass) -> Iterator[LiveServer]:
+    """The real `spyglass serve` command in its own process, on a free loopback port."""
+    port = free_port()
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this block: closed below
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from spyglass.cli import main; main()",
+            "serve",
+            "--index",
+            str(server_engine.index.folder),
+            "--port",
+            str(port),
+            "--max-upload-mb",
+            "2",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            if process.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"spyglass serve exited: {log.read().decode(errors='replace')}")
+            try:
+                if httpx.get(url + "/api/status?skipped=0", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("spyglass serve did not answer within 60 s")
+            time.sleep(0.2)
+        yield LiveServer(url, process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()

@@ -10,6 +10,7 @@ globals, so tests build as many apps as they like.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
@@ -47,7 +48,37 @@ def create_app(engine: Spyglass, settings: ServerSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(Guard, settings=settings)
+    _document_names(app)
     return app
+
+
+def _document_names(app: FastAPI) -> None:
+    """List the registered method and re-ranker names in the OpenAPI document. They are
+    known only once the method modules are loaded, so the pydantic models cannot say
+    them; the engine still checks the names (an unknown one is a 400)."""
+    from fastapi.openapi.utils import get_openapi
+
+    from spyglass.query.methods import method_names
+    from spyglass.query.rerank import reranker_names
+
+    names = {"method": ["default", *method_names()], "rerank": list(reranker_names())}
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, summary=app.summary, routes=app.routes
+            )
+            for schema in document.get("components", {}).get("schemas", {}).values():
+                properties = schema.get("properties", {})
+                if not set(names) <= set(properties):
+                    continue  # not a search request
+                for field, allowed in names.items():
+                    if properties[field].get("type") == "string":
+                        properties[field]["enum"] = allowed
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _version() -> str:

@@ -102,11 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        codes = {404: "not-found", 405: "method-not-allowed", 400: "bad-request"}
+        codes = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "too-large"}
         code = codes.get(error.status_code, "http-error")
-        return error_response(
-            error.status_code, code, _short(str(error.detail)), dict(error.headers or {})
-        )
+        message = str(error.detail)
+        if error.status_code == 400 and "parsing the body" in message:
+            # FastAPI's words for a body that is not even text (bad UTF-8, a cut multipart)
+            code, message = "malformed-body", "the request body could not be parsed"
+        return error_response(error.status_code, code, _short(message), dict(error.headers or {}))
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, error: Exception) -> JSONResponse:

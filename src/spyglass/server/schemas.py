@@ -2,20 +2,62 @@
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic.config import JsonDict
+from pydantic.json_schema import SkipJsonSchema
 
-#: Largest image id a client may send (SQLite integers are 64-bit).
-MAX_ID = 2**62
+#: Largest image id a client may send: the largest integer JavaScript holds exactly.
+MAX_ID = 2**53 - 1
 MAX_OFFSET = 1_000_000
 
 ImageId = Annotated[int, Field(ge=0, le=MAX_ID)]
 ExcludeTerm = Annotated[str, Field(max_length=500)]
+QueryText = Annotated[str, Field(max_length=2000)]
+Score = Annotated[float, Field(ge=-1.0, le=1.0)]
+ClientPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
+UploadId = Annotated[str, Field(max_length=64)]
+ClusterCount = Annotated[int, Field(ge=2, le=12)]
+RegionText = Annotated[str, Field(max_length=100, pattern=r"^\s*[0-9.]+\s*(,\s*[0-9.]+\s*){3}$")]
+#: An optional field whose null is accepted but not advertised (clients leave it out).
+NoNull = SkipJsonSchema[None]
+
+_IMAGE_FIELDS = ("image_id", "image_path", "upload_id")
+#: The rules of a search request that field types cannot say, for the OpenAPI document:
+#: at most one image; a region only with an image; something to search for.
+_ONE_IMAGE: list[JsonValue] = [{"required": [f]} for f in _IMAGE_FIELDS]
+SEARCH_RULES: JsonDict = {
+    "not": {"anyOf": [{"required": list(pair)} for pair in combinations(_IMAGE_FIELDS, 2)]},
+    "allOf": [
+        {"anyOf": [{"not": {"required": ["region"]}}, *_ONE_IMAGE]},
+        {
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"pattern": r"\S"}}},
+                {"required": ["positives"], "properties": {"positives": {"minItems": 1}}},
+                *_ONE_IMAGE,
+            ]
+        },
+    ],
+}
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_null_or_bool(cls, value: object) -> object:
+        """Optional fields are left out, not sent as null (as the OpenAPI document says);
+        and no field is a boolean (pydantic would read ``true`` as the number 1)."""
+        if value is None:
+            raise ValueError("null is not allowed here: leave the field out")
+        if isinstance(value, bool) or (
+            isinstance(value, list) and any(isinstance(v, bool) for v in value)
+        ):
+            raise ValueError("true and false are not allowed here")
+        return value
 
 
 class Region(Strict):
@@ -34,9 +76,8 @@ class Region(Strict):
 class QueryFields(Strict):
     """Everything about a search except which image it starts from."""
 
-    text: str | None = Field(
+    text: QueryText | NoNull = Field(
         default=None,
-        max_length=2000,
         description="Words to search for; with an image, the modification "
         "('at night', 'especially the carpet').",
         examples=["a red car"],
@@ -53,7 +94,7 @@ class QueryFields(Strict):
         description="Push results away from these words (negative terms).",
     )
     exclude_weight: float = Field(default=0.5, ge=0.0, le=10.0)
-    region: Region | None = Field(
+    region: Region | NoNull = Field(
         default=None, description="Focus on a box of the query image (needs an image)."
     )
     positives: list[ImageId] = Field(
@@ -70,7 +111,7 @@ class QueryFields(Strict):
         description="How the terms are combined (GET /api/methods lists them).",
     )
     rerank: str = Field(default="none", max_length=64, description="Re-ranking of the top results.")
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
     limit: int = Field(default=50, ge=1, le=1000, description="Results to return.")
 
@@ -80,14 +121,15 @@ class SearchRequest(QueryFields):
     with optional negative terms, region and relevance feedback. Give at most one of
     ``image_id``, ``image_path`` and ``upload_id``."""
 
-    image_id: ImageId | None = None
-    image_path: str | None = Field(
+    model_config = ConfigDict(json_schema_extra=SEARCH_RULES)
+
+    image_id: ImageId | NoNull = None
+    image_path: ClientPath | NoNull = Field(
         default=None,
-        max_length=4096,
         description="An indexed file: absolute, or relative to an indexed folder.",
     )
-    upload_id: str | None = Field(
-        default=None, max_length=64, description="From POST /api/uploads (never indexed)."
+    upload_id: UploadId | NoNull = Field(
+        default=None, description="From POST /api/uploads (never indexed)."
     )
 
     @model_validator(mode="after")
@@ -105,8 +147,8 @@ class ExportRequest(SearchRequest):
 
 class ClusterRequest(SearchRequest):
     limit: int = Field(default=50, ge=2, le=200, description="Top results to cluster.")
-    clusters: int | None = Field(
-        default=None, ge=2, le=12, description="Number of clusters; default: chosen by silhouette."
+    clusters: ClusterCount | NoNull = Field(
+        default=None, description="Number of clusters; default: chosen by silhouette."
     )
     neighbours: int = Field(default=3, ge=1, le=10, description="Edges per image.")
 
@@ -219,7 +261,7 @@ class MapResponse(BaseModel):
     x: list[float] = Field(default_factory=list, description="0..1, left to right.")
     y: list[float] = Field(default_factory=list, description="0..1, top to bottom.")
     seconds: float | None = Field(default=None, description="Time the layout took.")
-    method: str = ""
+    layout: str = Field(default="", description="How the positions were computed.")
 
 
 class SessionResponse(BaseModel):
@@ -235,14 +277,12 @@ class SearchForm(BaseModel):
     # "ignore": the image file arrives in the same form.
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
-    text: str | None = Field(default=None, max_length=2000)
+    text: QueryText | NoNull = None
     image_weight: float = Field(default=0.5, ge=0.0, le=1.0)
     exclude: list[ExcludeTerm] = Field(default_factory=list, max_length=20)
     exclude_weight: float = Field(default=0.5, ge=0.0, le=10.0)
-    region: str | None = Field(
+    region: RegionText | NoNull = Field(
         default=None,
-        max_length=100,
-        pattern=r"^\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*,\s*[0-9.]+\s*$",
         description="left,top,right,bottom as fractions of the image (0..1).",
         examples=["0.1,0.5,0.6,1"],
     )
@@ -250,7 +290,7 @@ class SearchForm(BaseModel):
     negatives: list[ImageId] = Field(default_factory=list, max_length=500)
     method: str = Field(default="default", max_length=64)
     rerank: str = Field(default="none", max_length=64)
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     limit: int = Field(default=50, ge=1, le=1000)
 

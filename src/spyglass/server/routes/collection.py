@@ -83,7 +83,7 @@ def collection_map(state: State, response: Response) -> MapResponse:
         x=[round(v, 5) for v in layout.xy[:, 0].tolist()],
         y=[round(v, 5) for v in layout.xy[:, 1].tolist()],
         seconds=round(layout.seconds, 2),
-        method="PCA (50) + t-SNE over the image space",
+        layout="PCA (50) + t-SNE over the image space",
     )
 
 
@@ -99,11 +99,4 @@ def open_session(response: Response, state: State) -> SessionResponse:
             samesite="strict",
             path="/",
         )
-    return SessionResponse()
-
-
-@router.delete("/session", response_model=SessionResponse, responses=error_responses(401))
-def close_session(response: Response) -> SessionResponse:
-    """Forget the session cookie."""
-    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return SessionResponse()

@@ -63,6 +63,7 @@ def lookup(
         Query(
             min_length=1,
             max_length=4096,
+            pattern=r"^[^\x00]+$",
             description="An indexed file: absolute, or relative to an indexed folder.",
         ),
     ],
@@ -91,7 +92,7 @@ def thumbnail(
     size: Annotated[
         int,
         Query(
-            description=f"Longest side in pixels: one of {', '.join(map(str, THUMBNAIL_SIZES))}."
+            description="Longest side in pixels.", json_schema_extra={"enum": list(THUMBNAIL_SIZES)}
         ),
     ] = 256,
 ) -> Response:

@@ -114,7 +114,7 @@ function queryText() {
 
 function buildRequest() {
   const body = {
-    text: queryText() || null,
+    text: queryText() || undefined,
     image_weight: Number($("balance").value) / 100,
     exclude: $("exclude").value.split(",").map((s) => s.trim()).filter(Boolean).slice(0, 20),
     positives: [...state.marks].filter(([, kind]) => kind === "good").map(([id]) => id),
