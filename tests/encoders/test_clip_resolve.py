@@ -4,9 +4,11 @@ and versions that follow the files' content."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import pytest
 
 from spyglass.encoders import load_encoder, resolve_spec
 from spyglass.encoders.checkpoint import file_digest
-from spyglass.errors import ModelError, ModelNotFound
+from spyglass.errors import MissingDependency, ModelError, ModelNotFound
 from spyglass.settings import RuntimeSettings
 
 
@@ -187,3 +189,28 @@ def test_cuda_asked_for_without_a_gpu_is_refused(
 
     with pytest.raises(ModelError, match="--device cpu"):
         load_encoder(resolve_spec(str(tiny_clip_dir)), replace(cpu_runtime, device="cuda"))
+
+
+def test_missing_transformers_names_the_extra(
+    tiny_clip_dir: Path, cpu_runtime: RuntimeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import now raises ImportError
+    with pytest.raises(MissingDependency, match=r"pip install 'spyglass\[hf\]'"):
+        load_encoder(resolve_spec(str(tiny_clip_dir)), cpu_runtime)
+
+
+def test_sentencepiece_tokenizer_without_sentencepiece_is_one_line(
+    tiny_siglip_dir: Path, cpu_runtime: RuntimeSettings, tmp_path: Path
+) -> None:
+    """Real SigLIP checkpoints ship spiece.model and no tokenizer.json."""
+    if importlib.util.find_spec("sentencepiece") is not None:
+        pytest.skip("sentencepiece is installed here")
+    copy = tmp_path / "siglip-spm"
+    shutil.copytree(tiny_siglip_dir, copy)
+    (copy / "tokenizer.json").unlink()
+    (copy / "spiece.model").write_bytes(b"a sentencepiece model would be here")
+    config = {"tokenizer_class": "SiglipTokenizer", "pad_token": "</s>", "model_max_length": 64}
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(MissingDependency, match="pip install sentencepiece") as caught:
+        load_encoder(resolve_spec(str(copy)), cpu_runtime)
+    assert "\n" not in str(caught.value)

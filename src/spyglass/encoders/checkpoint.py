@@ -177,10 +177,16 @@ def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError) as exc:
-        raise ModelNotFound(f"could not read {path}: {exc}") from exc
+        raise ModelNotFound(f"could not read {path}: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise ModelNotFound(f"{path} does not hold a JSON object")
     return data
+
+
+def first_line(error: BaseException) -> str:
+    """A library's error text cut to its first line: messages reach users as one line."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _folder_name(folder: Path) -> str:

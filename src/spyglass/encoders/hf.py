@@ -24,6 +24,7 @@ from spyglass.encoders.checkpoint import (
     HF_LAYOUT,
     Checkpoint,
     fingerprint,
+    first_line,
     hf_weight_files,
     locate_spec,
     read_json,
@@ -77,7 +78,7 @@ def load_model(folder: Path) -> tuple[Any, Any]:
     try:
         model = model_class.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"could not load the checkpoint in {folder}: {exc}") from exc
+        raise ModelError(f"could not load the checkpoint in {folder}: {first_line(exc)}") from exc
     return model.float().eval(), model.config
 
 
@@ -88,11 +89,12 @@ def load_tokenizer(folder: Path) -> Any:
         return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except ImportError as exc:
         raise MissingDependency(
-            f"the tokenizer of {folder} needs a package that is not installed ({exc}); "
+            f"the tokenizer of {folder} needs a package that is not installed "
+            f"({first_line(exc)}); "
             "SigLIP's sentencepiece tokenizer needs: pip install sentencepiece protobuf"
         ) from exc
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not load the tokenizer in {folder}: {exc}") from exc
+        raise ModelError(f"could not load the tokenizer in {folder}: {first_line(exc)}") from exc
 
 
 def pixel_recipe(folder: Path) -> PixelRecipe:

@@ -24,6 +24,7 @@ from spyglass.encoders.checkpoint import (
     XENOVA_LAYOUT,
     Checkpoint,
     fingerprint,
+    first_line,
     locate_spec,
     read_json,
 )
@@ -163,7 +164,7 @@ class _Graph:
             try:
                 (out,) = self.session.run([self.output], chunk)
             except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelError(f"{self.path} failed to run: {exc}") from exc
+                raise ModelError(f"{self.path} failed to run: {first_line(exc)}") from exc
             out = np.asarray(out, dtype=np.float32)
             if out.ndim != 2:
                 raise ModelError(

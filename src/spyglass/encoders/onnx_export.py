@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
-from spyglass.encoders.checkpoint import hf_weight_files, locate, read_json
+from spyglass.encoders.checkpoint import first_line, hf_weight_files, locate, read_json
 from spyglass.encoders.hf import (
     context_length,
     load_model,
@@ -116,7 +116,7 @@ def export_onnx(
     except ModelError:
         raise
     except Exception as exc:
-        raise ModelError(f"could not export {folder} to ONNX: {exc}") from exc
+        raise ModelError(f"could not export {folder} to ONNX: {first_line(exc)}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

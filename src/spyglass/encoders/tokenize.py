@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from spyglass.encoders.checkpoint import first_line
 from spyglass.errors import ModelError
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -51,7 +52,9 @@ class TextTokenizer:
         try:
             tokenizer = Tokenizer.from_file(str(tokenizer_file))
         except Exception as exc:  # tokenizers raises a bare Exception on bad files
-            raise ModelError(f"could not read tokenizer {tokenizer_file}: {exc}") from exc
+            raise ModelError(
+                f"could not read tokenizer {tokenizer_file}: {first_line(exc)}"
+            ) from exc
         pad_id = tokenizer.token_to_id(pad_token) if pad_token else None
         if pad_id is None:
             raise ModelError(
