@@ -160,7 +160,6 @@ class HFClipEncoder:
         # transformers' tokenizers change their padding state on every call: one at a time.
         self._tokenizer_lock = threading.Lock()
         self.context_length = context_length(config, self._tokenizer)
-        self.model_type = str(config.model_type)
         dims = joint_dims(model)
         files = [folder / "config.json", folder / "preprocessor_config.json"]
         files += [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
@@ -191,6 +190,8 @@ class HFClipEncoder:
     def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """(n, 3, H, W) float32 -> {"joint": (n, dims) float32 unit rows}."""
         torch = self._torch
+        if len(pixels) == 0:
+            return {JOINT_SPACE: np.zeros((0, self.info.spaces[JOINT_SPACE]), np.float32)}
         batch = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(self.device)
         with torch.inference_mode():
             features = pooled(self._model.get_image_features(pixel_values=batch))

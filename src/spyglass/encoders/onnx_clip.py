@@ -245,6 +245,8 @@ class OnnxClipEncoder:
 
     def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         """(n, 3, H, W) float32 -> {"joint": (n, dims) float32 unit rows}."""
+        if len(pixels) == 0:
+            return {JOINT_SPACE: np.zeros((0, self.info.spaces[JOINT_SPACE]), np.float32)}
         dtype = self._visual.input_type(self._pixel_input)
         features = self._visual.run({self._pixel_input: np.asarray(pixels, dtype=dtype)})
         return {JOINT_SPACE: normalize_rows(features)}
