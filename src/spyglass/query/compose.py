@@ -20,7 +20,7 @@ Images marked good or bad join as image terms of weight +1 / -1, as in ``sum``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -91,6 +91,12 @@ def split_query(context: RankContext) -> Composition | None:
     if not images or not texts:
         return None
     text_space = context.info.text_space
+    image_weight = sum(t.weight for t in images)
+    text_weight = sum(t.weight for t in texts)
+    # Weights relative to their part's total: a part's direction does not depend on how
+    # small its weights are, only on their ratios.
+    images = [replace(t, weight=t.weight / image_weight) for t in images]
+    texts = [replace(t, weight=t.weight / text_weight) for t in texts]
     reference = {
         space: weighted_sum(images, space)
         for space in spaces
@@ -98,8 +104,6 @@ def split_query(context: RankContext) -> Composition | None:
     }
     if text_space not in reference:
         raise InvalidQuery(f"the query image has no vector in the {text_space} space")
-    image_weight = sum(t.weight for t in images)
-    text_weight = sum(t.weight for t in texts)
     return Composition(
         reference=reference,
         text=weighted_sum(texts, text_space),
