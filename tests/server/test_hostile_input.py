@@ -295,7 +295,8 @@ def test_paths_that_escape(client: TestClient, path: str, code: str) -> None:
 def test_paths_inside_but_not_indexed(client: TestClient, collection: Collection) -> None:
     for path in (str(collection.root / "photos" / "missing.jpg"), "photos/missing.jpg"):
         assert_error(client.get("/api/images/lookup", params={"path": path}), 404)
-    assert_error(client.get("/api/images/lookup", params={"path": "a\x00b.jpg"}), 400)
+    nul = client.get("/api/images/lookup", params={"path": "a\x00b.jpg"})
+    assert nul.status_code in (400, 422) and nul.json()["error"]["code"] != "internal-error"
     skipped = str(collection.root / "notes.jpg")  # seen but skipped: not an image
     assert_error(client.get("/api/images/lookup", params={"path": skipped}), 404)
 
@@ -321,6 +322,11 @@ def test_symbolic_link_out_of_the_collection_is_never_served(
         ),
     ):
         assert_error(response, 403, "link-outside-index")
+    # Search results still list it (it is indexed) but offer no thumbnail.
+    results = client.post("/api/search", json={"text": "a cup", "limit": 200}).json()["results"]
+    listed = {r["id"]: r["thumbnail"] for r in results}
+    assert listed[image_id] is None
+    assert all(url for i, url in listed.items() if i != image_id)
     assert collection.outside.read_bytes() not in (
         client.get(f"/api/images/{i}/original").content for i in range(3)
     )

@@ -108,6 +108,17 @@ class ImageGate:
             )
         return real
 
+    def servable(self, paths: tuple[str, ...]) -> bool:
+        """Whether one of these catalogue paths passes the location checks (nothing is
+        read: a file that changed since indexing is found out only when it is read)."""
+        for path in paths:
+            try:
+                self.check_inside(path)
+            except ApiProblem:
+                continue
+            return True
+        return False
+
     def read(self, image_id: int) -> ServedFile:
         """The bytes of an indexed image from the first of its files that is inside the
         indexed folders and still holds the indexed content."""

@@ -161,7 +161,10 @@ class SearchResultItem(BaseModel):
     score: float = Field(description="Cosine similarity; higher is better.")
     width: int
     height: int
-    thumbnail: str = Field(description="URL of a 256-pixel thumbnail.")
+    thumbnail: str | None = Field(
+        description="URL of a 256-pixel thumbnail; null when the server does not serve the "
+        "file (a link out of the indexed folders)."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -226,7 +229,7 @@ class ClusterNode(BaseModel):
     path: str
     score: float
     cluster: int
-    thumbnail: str
+    thumbnail: str | None = Field(description="As in search results.")
 
 
 class ClusterEdge(BaseModel):
@@ -261,6 +264,9 @@ class MapResponse(BaseModel):
     x: list[float] = Field(default_factory=list, description="0..1, left to right.")
     y: list[float] = Field(default_factory=list, description="0..1, top to bottom.")
     seconds: float | None = Field(default=None, description="Time the layout took.")
+    no_preview: list[int] = Field(
+        default_factory=list, description="Ids whose files the server does not show."
+    )
     layout: str = Field(default="", description="How the positions were computed.")
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from spyglass.engine import Spyglass
-from spyglass.server.atlas import CollectionMap
+from spyglass.server.atlas import CollectionMap, MapLayout
 from spyglass.server.gate import ImageGate
 from spyglass.server.settings import ServerSettings
 from spyglass.server.thumbnails import ThumbnailCache
@@ -50,6 +50,8 @@ class ServerState:
             max_points=settings.map_max_points,
             threads=settings.map_threads,
         )
+        #: (layout, ids of it the server will not show), see routes.collection.
+        self.map_unserved: tuple[MapLayout, list[int]] | None = None
         self._refresh_lock = threading.Lock()
         self._refreshed_at = time.monotonic()
         self._searchable = index.count()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 from spyglass.engine import Spyglass
 from spyglass.query.methods import DEFAULT_METHOD, method_names
 from spyglass.query.rerank import reranker_names
+from spyglass.server.atlas import MapLayout
 from spyglass.server.problems import error_responses
 from spyglass.server.schemas import (
     MapResponse,
@@ -18,7 +19,7 @@ from spyglass.server.schemas import (
     StatusResponse,
 )
 from spyglass.server.security import SESSION_COOKIE, session_value
-from spyglass.server.state import State
+from spyglass.server.state import ServerState, State
 
 router = APIRouter(prefix="/api", tags=["collection"])
 
@@ -76,6 +77,7 @@ def collection_map(state: State, response: Response) -> MapResponse:
         return MapResponse(status=current.status, message=current.message)  # type: ignore[arg-type]
     layout = current.layout
     return MapResponse(
+        no_preview=unserved_ids(state, layout),
         status="ready",
         count=len(layout.ids),
         total=layout.total,
@@ -85,6 +87,21 @@ def collection_map(state: State, response: Response) -> MapResponse:
         seconds=round(layout.seconds, 2),
         layout="PCA (50) + t-SNE over the image space",
     )
+
+
+def unserved_ids(state: ServerState, layout: MapLayout) -> list[int]:
+    """Ids on the map whose files the server will not show (links out of the indexed
+    folders), so the page does not ask for their thumbnails. Cached per layout."""
+    cached = state.map_unserved
+    if cached is not None and cached[0] is layout:
+        return cached[1]
+    unserved: list[int] = []
+    ids = layout.ids.tolist()
+    for start in range(0, len(ids), 500):
+        records = state.engine.index.catalogue.images(ids[start : start + 500])
+        unserved += [i for i, r in records.items() if not state.gate.servable(r.paths)]
+    state.map_unserved = (layout, sorted(unserved))
+    return state.map_unserved[1]
 
 
 @router.post("/session", response_model=SessionResponse, responses=error_responses(401))

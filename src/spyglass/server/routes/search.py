@@ -8,6 +8,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
@@ -44,6 +45,14 @@ def thumbnail_url(request: Request, image_id: int, size: int | None = None) -> s
     return f"{root}/api/images/{image_id}/thumbnail{suffix}"
 
 
+def result_thumbnail(request: Request, state: ServerState, result: SearchResult) -> str | None:
+    """The thumbnail URL of a result, or None where the file will not be served (so the
+    page shows why instead of a broken image)."""
+    if not state.gate.servable(result.paths):
+        return None
+    return thumbnail_url(request, result.image_id)
+
+
 def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool]:
     """Results of a built query, and whether the ranking goes on after them."""
     query = built.query
@@ -73,7 +82,7 @@ def search_response(
             score=round(r.score, 6),
             width=r.width,
             height=r.height,
-            thumbnail=thumbnail_url(request, r.image_id),
+            thumbnail=result_thumbnail(request, state, r),
         )
         for n, r in enumerate(results)
     ]
@@ -125,8 +134,13 @@ def search_by_upload(
     except (ValueError, ValidationError) as error:
         raise InvalidQuery("region must be four fractions: left,top,right,bottom") from error
     kept = state.uploads.add(read_upload(image, state.settings.max_upload_bytes))
-    fields = form.model_dump(exclude={"region"})
-    body = SearchRequest(**fields, region=region, upload_id=kept.id)
+    fields = form.model_dump(exclude={"region"}, exclude_none=True)
+    if region is not None:
+        fields["region"] = region
+    try:
+        body = SearchRequest(**fields, upload_id=kept.id)
+    except ValidationError as error:  # a 422, like any invalid request: never a 500
+        raise RequestValidationError(error.errors()) from error
     built = build_query(body, state.gate, state.uploads)
     return search_response(request, state, body, built, started)
 
@@ -191,7 +205,7 @@ def clusters(request: Request, body: ClusterRequest, state: State) -> ClusterRes
             path=r.path,
             score=round(r.score, 6),
             cluster=int(grouping.labels[n]),
-            thumbnail=thumbnail_url(request, r.image_id),
+            thumbnail=result_thumbnail(request, state, r),
         )
         for n, r in enumerate(results)
     ]

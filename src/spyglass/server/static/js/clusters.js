@@ -200,8 +200,14 @@ export class ClusterView {
       clipPath.appendChild(element("rect", { width: NODE, height: NODE, rx: 8 }));
       group.appendChild(clipPath);
       group.appendChild(element("rect", { width: NODE, height: NODE, rx: 8, fill: "#0e1013" }));
-      const image = element("image", { width: NODE, height: NODE, href: node.thumbnail, "clip-path": `url(#${clip})`, preserveAspectRatio: "xMidYMid slice" });
-      group.appendChild(image);
+      if (node.thumbnail) {
+        const image = element("image", { width: NODE, height: NODE, href: node.thumbnail, "clip-path": `url(#${clip})`, preserveAspectRatio: "xMidYMid slice" });
+        group.appendChild(image);
+      } else {
+        const mark = element("text", { x: NODE / 2, y: NODE / 2 + 4, "text-anchor": "middle", class: "no-preview" });
+        mark.textContent = "not shown";
+        group.appendChild(mark);
+      }
       group.appendChild(element("rect", { class: "ring", width: NODE, height: NODE, rx: 8, stroke: colour }));
       group.addEventListener("click", () => this.handlers.search(node));
       group.addEventListener("keydown", (event) => event.key === "Enter" && this.handlers.search(node));

@@ -2,8 +2,6 @@
 // DOM, and tiles are recycled as you scroll, so 10,000 loaded results cost the same
 // few hundred elements as 50. Thumbnails load only for tiles in view.
 
-import { thumbnailUrl } from "./api.js";
-
 const MIN_TILE = 184;
 const GAP = 12;
 const PAD = 18;
@@ -154,6 +152,7 @@ export class ResultGrid {
     tile.setAttribute("role", "button");
     tile.innerHTML =
       '<img alt="" decoding="async" draggable="false">' +
+      '<span class="placeholder" hidden>Not shown: the file lies outside the indexed folders</span>' +
       '<span class="rank"></span>' +
       '<div class="marks">' +
       '<button type="button" class="mark-good" title="Mark as good (more like this)" aria-label="Mark as good">✓</button>' +
@@ -176,7 +175,9 @@ export class ResultGrid {
     tile.dataset.id = String(item.id);
     const img = tile.firstChild;
     img.removeAttribute("src");
-    img.src = item.thumbnail || thumbnailUrl(item.id);
+    if (item.thumbnail) img.src = item.thumbnail;
+    img.hidden = !item.thumbnail;
+    tile.querySelector(".placeholder").hidden = Boolean(item.thumbnail);
     tile.querySelector(".rank").textContent = `#${item.rank}`;
     tile.querySelector(".score").textContent = item.score.toFixed(3);
     const name = tile.querySelector(".name");

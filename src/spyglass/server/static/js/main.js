@@ -10,6 +10,7 @@ import { QueryImage, imageFrom } from "./query.js";
 const FIRST_PAGE = 100;
 const NEXT_PAGE = 200;
 const EXPORT_MAX = 10000;
+const MAP_HIGHLIGHT = 50; // top results marked on the map
 
 const $ = (id) => document.getElementById(id);
 
@@ -17,6 +18,7 @@ const state = {
   marks: new Map(), // image id -> "good" | "bad"
   request: null, // the current search, without offset and limit
   generation: 0,
+  searches: 0, // completed searches (the page's tests wait on this)
   searchable: 0,
   tab: "results",
   clustersFor: null,
@@ -40,12 +42,14 @@ function showError(error) {
   toast(error.message || String(error));
 }
 
+/** The status line; folders are cut from paths (the full text is its tooltip). */
 function summary(text) {
-  $("summary").textContent = text;
+  $("summary").textContent = text.replace(/\((\/[^()]*\/)([^/()]+)\)/g, "($2)");
+  $("summary").title = text;
 }
 
 const tooltip = $("tooltip");
-function showTooltip(id, event, lines) {
+function showTooltip(id, event, lines, noPreview = false) {
   if (id === null || !event) {
     tooltip.hidden = true;
     return;
@@ -53,15 +57,18 @@ function showTooltip(id, event, lines) {
   if (tooltip.dataset.id !== String(id)) {
     tooltip.dataset.id = String(id);
     const img = document.createElement("img");
-    img.src = api.thumbnailUrl(id);
     img.alt = "";
+    img.addEventListener("error", () => img.remove());
+    if (noPreview) img.hidden = true; // a file the server will not show
+    else img.src = api.thumbnailUrl(id);
     const text = document.createElement("div");
     text.className = "path";
     text.textContent = lines || `image #${id}`;
     tooltip.replaceChildren(img, text);
     if (!lines) {
       api.getJSON(`/api/images/${id}`).then((detail) => {
-        if (tooltip.dataset.id === String(id)) text.textContent = detail.path;
+        if (tooltip.dataset.id !== String(id)) return;
+        text.textContent = noPreview ? `${detail.path} (not shown: outside the indexed folders)` : detail.path;
       }, () => {});
     }
   }
@@ -195,6 +202,7 @@ async function search() {
     }
     summary(`${page.query} · ${page.took_ms.toFixed(0)} ms`);
     document.body.dataset.results = String(page.results.length);
+    document.body.dataset.searches = String(++state.searches);
     $("export-csv").disabled = $("export-json").disabled = page.results.length === 0;
     afterResults();
   } catch (error) {
@@ -216,7 +224,7 @@ async function loadMore() {
     if (generation !== state.generation) return;
     grid.append(page.results, page.has_more);
     document.body.dataset.results = String(grid.size);
-    if (state.tab === "map") mapView.setHighlight(grid.items.slice(0, 200));
+    if (state.tab === "map") mapView.setHighlight(grid.items.slice(0, MAP_HIGHLIGHT));
   } catch (error) {
     if (generation === state.generation) {
       grid.append([], false);
@@ -227,7 +235,7 @@ async function loadMore() {
 
 function afterResults() {
   if (state.tab === "clusters") loadClusters();
-  if (state.tab === "map") mapView.setHighlight(grid.items.slice(0, 200));
+  if (state.tab === "map") mapView.setHighlight(grid.items.slice(0, MAP_HIGHLIGHT));
 }
 
 function toggleMark(id, kind) {
@@ -306,7 +314,7 @@ const mapView = new CollectionMapView($("map-canvas"), $("map-status"), {
     selectTab("results");
     searchByImage(id);
   },
-  hover: (id, event) => showTooltip(id, event),
+  hover: (id, event) => showTooltip(id, event, null, !mapView.hasPreview(id)),
 });
 
 let mapPolling = false;
@@ -318,7 +326,7 @@ async function loadMap() {
       const { body } = await api.getWithStatus("/api/map");
       if (body.status === "ready") {
         mapView.setPoints(body);
-        mapView.setHighlight(grid.items.slice(0, 200));
+        mapView.setHighlight(grid.items.slice(0, MAP_HIGHLIGHT));
         document.body.dataset.map = String(body.count);
         return;
       }

@@ -1,9 +1,13 @@
 // The collection map: every image as a point placed by t-SNE (similar images lie
-// close). Drawn on one canvas, so 20,000 points cost no DOM at all; the current
-// results are highlighted. Scroll zooms, dragging pans, a click searches by the
-// image under the pointer.
+// close). Drawn on one canvas, so 20,000 points cost no DOM at all; when few points
+// are in view (a small collection, or zoomed in) the images themselves are drawn.
+// The current top results are highlighted. Scroll zooms, dragging pans, a click
+// searches by the image under the pointer.
 
 const HIT_RADIUS = 7;
+// Thumbnails replace dots when at most this many points are in view.
+const THUMB_LIMIT = 260;
+const THUMB_SIZE = 40;
 
 export class CollectionMapView {
   /** handlers: {search(id), hover(id|null, event)} */
@@ -17,6 +21,9 @@ export class CollectionMapView {
     this.drag = null;
     this.hovered = null;
     this.buckets = null;
+    this.thumbs = new Map(); // id -> {image, ready, failed}
+    this.thumbMode = false;
+    this.frameRequest = 0;
     new ResizeObserver(() => this.draw()).observe(canvas);
     canvas.addEventListener("wheel", (event) => this.onWheel(event), { passive: false });
     canvas.addEventListener("pointerdown", (event) => this.onDown(event));
@@ -40,6 +47,7 @@ export class CollectionMapView {
 
   setPoints(body) {
     this.points = { ids: body.ids, x: body.x, y: body.y };
+    for (const id of body.no_preview || []) this.thumbs.set(id, { ready: false, failed: true });
     const sampled = body.count < body.total ? ` (a sample of ${body.total.toLocaleString()})` : "";
     this.setStatus(`${body.count.toLocaleString()} images${sampled} · laid out in ${body.seconds}s`);
     this.buildBuckets();
@@ -79,50 +87,96 @@ export class CollectionMapView {
     };
   }
 
+  /** Redraw at the next animation frame (thumbnails arrive one by one). */
+  schedule() {
+    if (this.frameRequest) return;
+    this.frameRequest = requestAnimationFrame(() => {
+      this.frameRequest = 0;
+      this.draw();
+    });
+  }
+
+  hasPreview(id) {
+    const entry = this.thumbs.get(id);
+    return !(entry && entry.failed);
+  }
+
+  thumbnail(id) {
+    let entry = this.thumbs.get(id);
+    if (!entry) {
+      entry = { image: new Image(), ready: false, failed: false };
+      entry.image.onload = () => {
+        entry.ready = true;
+        this.schedule();
+      };
+      entry.image.onerror = () => {
+        entry.failed = true; // a file the server will not show: it stays a dot
+      };
+      entry.image.src = `/api/images/${id}/thumbnail?size=128`;
+      this.thumbs.set(id, entry);
+    }
+    return entry;
+  }
+
   draw() {
     const ratio = window.devicePixelRatio || 1;
     const width = this.canvas.clientWidth;
     const height = this.canvas.clientHeight;
     if (!width || !height) return;
-    this.canvas.width = Math.round(width * ratio);
-    this.canvas.height = Math.round(height * ratio);
+    if (this.canvas.width !== Math.round(width * ratio)) this.canvas.width = Math.round(width * ratio);
+    if (this.canvas.height !== Math.round(height * ratio)) this.canvas.height = Math.round(height * ratio);
     const context = this.canvas.getContext("2d");
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
     context.clearRect(0, 0, width, height);
     if (!this.points) return;
     const { toScreen } = this.frame();
     const { ids, x, y } = this.points;
-    const radius = Math.max(1.6, Math.min(4, 2.2 * Math.sqrt(this.view.scale)));
-    context.fillStyle = "rgba(150, 163, 180, 0.55)";
-    context.beginPath();
+    const inView = [];
     for (let i = 0; i < ids.length; i++) {
-      if (this.highlight.has(ids[i])) continue;
       const [sx, sy] = toScreen(x[i], y[i]);
-      if (sx < -5 || sy < -5 || sx > width + 5 || sy > height + 5) continue;
-      context.moveTo(sx + radius, sy);
-      context.arc(sx, sy, radius, 0, Math.PI * 2);
+      if (sx < -THUMB_SIZE || sy < -THUMB_SIZE || sx > width + THUMB_SIZE || sy > height + THUMB_SIZE) continue;
+      inView.push([i, sx, sy]);
     }
-    context.fill();
-    if (this.highlight.size) {
-      context.fillStyle = "#86c6bb";
-      context.strokeStyle = "#0f1d1b";
-      context.lineWidth = 1;
-      for (let i = 0; i < ids.length; i++) {
-        if (!this.highlight.has(ids[i])) continue;
-        const [sx, sy] = toScreen(x[i], y[i]);
-        const big = this.highlight.get(ids[i]) <= 10 ? radius + 2.5 : radius + 1;
-        context.beginPath();
-        context.arc(sx, sy, big, 0, Math.PI * 2);
-        context.fill();
-        context.stroke();
+    // Few points in view (a small collection, or zoomed in): show the images themselves.
+    this.thumbMode = inView.length <= THUMB_LIMIT;
+    const radius = Math.max(2, Math.min(4.5, (ids.length < 2000 ? 3.5 : 2.2) * Math.sqrt(this.view.scale)));
+    const highlighted = (i) => this.highlight.has(ids[i]);
+    const order = [...inView.filter(([i]) => !highlighted(i)), ...inView.filter(([i]) => highlighted(i))];
+    for (const [i, sx, sy] of order) {
+      const rank = this.highlight.get(ids[i]);
+      const entry = this.thumbMode ? this.thumbnail(ids[i]) : null;
+      if (entry && entry.ready) {
+        const image = entry.image;
+        const scale = THUMB_SIZE / Math.max(image.naturalWidth, image.naturalHeight);
+        const w = image.naturalWidth * scale;
+        const h = image.naturalHeight * scale;
+        context.globalAlpha = this.highlight.size && rank === undefined ? 0.45 : 1;
+        context.drawImage(image, sx - w / 2, sy - h / 2, w, h);
+        context.globalAlpha = 1;
+        if (rank !== undefined) {
+          context.strokeStyle = "#86c6bb";
+          context.lineWidth = rank <= 10 ? 3 : 2;
+          context.strokeRect(sx - w / 2 - 1, sy - h / 2 - 1, w + 2, h + 2);
+        }
+        continue;
       }
+      context.beginPath();
+      if (rank !== undefined) {
+        context.fillStyle = "#86c6bb";
+        context.arc(sx, sy, rank <= 10 ? radius + 2.5 : radius + 1, 0, Math.PI * 2);
+      } else {
+        context.fillStyle = "rgba(150, 163, 180, 0.6)";
+        context.arc(sx, sy, radius, 0, Math.PI * 2);
+      }
+      context.fill();
     }
     if (this.hovered !== null) {
       const [sx, sy] = toScreen(x[this.hovered], y[this.hovered]);
       context.strokeStyle = "#e6ebf1";
       context.lineWidth = 2;
       context.beginPath();
-      context.arc(sx, sy, radius + 4, 0, Math.PI * 2);
+      if (this.thumbMode) context.strokeRect(sx - THUMB_SIZE / 2 - 3, sy - THUMB_SIZE / 2 - 3, THUMB_SIZE + 6, THUMB_SIZE + 6);
+      else context.arc(sx, sy, radius + 4, 0, Math.PI * 2);
       context.stroke();
     }
   }
@@ -132,13 +186,14 @@ export class CollectionMapView {
     if (!this.points) return null;
     const frame = this.frame();
     const [mx, my] = frame.toMap(sx, sy);
-    const reach = HIT_RADIUS / Math.max(frame.pixel, 1);
+    const hit = this.thumbMode ? THUMB_SIZE / 2 : HIT_RADIUS;
+    const reach = hit / Math.max(frame.pixel, 1);
     const { size, map } = this.buckets;
     const span = Math.ceil(reach * size) + 1;
     const bx = Math.floor(mx * size);
     const by = Math.floor(my * size);
     let best = null;
-    let bestDistance = HIT_RADIUS * HIT_RADIUS;
+    let bestDistance = hit * hit;
     for (let i = bx - span; i <= bx + span; i++) {
       for (let j = by - span; j <= by + span; j++) {
         if (i < 0 || j < 0 || i >= size || j >= size) continue;
