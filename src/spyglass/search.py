@@ -137,9 +137,11 @@ class Searcher:
         wanted = query.offset + query.k
         if query.rerank == "none":
             return method(context, wanted)
-        depth = max(wanted, RERANK_DEPTH)
-        ranking = method(context, depth)
-        return (reranker(context, ranking[:depth]) + ranking[depth:])[:wanted]
+        ranking = method(context, max(wanted, RERANK_DEPTH))
+        # Only the top RERANK_DEPTH are re-ordered (the re-rankers' contract); a longer
+        # ranking (an evaluation asks for all) keeps the method's order below them.
+        top = reranker(context, ranking[:RERANK_DEPTH])
+        return (top + ranking[RERANK_DEPTH:])[:wanted]
 
     def search(self, query: Query) -> list[SearchResult]:
         """Results ``offset .. offset + k`` of the ranking, best first."""
