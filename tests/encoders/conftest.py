@@ -203,11 +203,12 @@ def tiny_siglip_dir(transformers_quiet: Any, tmp_path_factory: Any) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cpu_runtime(runtime: RuntimeSettings) -> RuntimeSettings:
-    """The session's settings (shared model cache), on the CPU so results compare."""
+def cpu_runtime(runtime: RuntimeSettings, tmp_path_factory: Any) -> RuntimeSettings:
+    """On the CPU so results compare, with a private cache: the weight digests of this
+    session's temporary checkpoints should not pile up in the user's cache."""
     from dataclasses import replace
 
-    return replace(runtime, device="cpu")
+    return replace(runtime, device="cpu", cache_dir=tmp_path_factory.mktemp("spyglass-cache"))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@ refuse another model on it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ from click.testing import CliRunner, Result
 
 from spyglass.cli import main
 from spyglass.encoders import resolve_spec
+from spyglass.settings import RuntimeSettings
 
 PHOTO_COUNT = 6
 
@@ -27,6 +28,18 @@ def one_error_line(result: Result) -> str:
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ") and "Traceback" not in result.output
     return lines[0]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(runtime: RuntimeSettings, tmp_path_factory: Any) -> Iterator[None]:
+    """The CLI reads SPYGLASS_CACHE_DIR: point it at a private folder (weight digests of
+    temporary checkpoints stay out of the user's cache) that shares the prepared models."""
+    cache = tmp_path_factory.mktemp("cli-cache")
+    (runtime.cache_dir / "models").mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(runtime.cache_dir / "models")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPYGLASS_CACHE_DIR", str(cache))
+        yield
 
 
 @pytest.fixture(scope="module")
