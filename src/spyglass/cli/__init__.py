@@ -54,7 +54,9 @@ class SpyglassGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SpyglassError as error:
-            click.echo(f"error: {error}", err=True)
+            # One line, whatever a library put into the message.
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            click.echo(f"error: {lines[0] if lines else type(error).__name__}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted; work committed so far is kept", err=True)
