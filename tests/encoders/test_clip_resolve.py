@@ -214,3 +214,19 @@ def test_sentencepiece_tokenizer_without_sentencepiece_is_one_line(
     with pytest.raises(MissingDependency, match="pip install sentencepiece") as caught:
         load_encoder(resolve_spec(str(copy)), cpu_runtime)
     assert "\n" not in str(caught.value)
+
+
+def test_a_broken_sentencepiece_model_is_one_line(
+    tiny_siglip_dir: Path, cpu_runtime: RuntimeSettings, tmp_path: Path
+) -> None:
+    if importlib.util.find_spec("sentencepiece") is None:
+        pytest.skip("sentencepiece is not installed here")
+    copy = tmp_path / "siglip-spm"
+    shutil.copytree(tiny_siglip_dir, copy)
+    (copy / "tokenizer.json").unlink()
+    (copy / "spiece.model").write_bytes(b"not a sentencepiece model")
+    config = {"tokenizer_class": "SiglipTokenizer", "pad_token": "</s>", "model_max_length": 64}
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match="could not load the tokenizer") as caught:
+        load_encoder(resolve_spec(str(copy)), cpu_runtime)
+    assert "\n" not in str(caught.value)

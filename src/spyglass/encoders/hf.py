@@ -93,7 +93,8 @@ def load_tokenizer(folder: Path) -> Any:
             f"({first_line(exc)}); "
             "SigLIP's sentencepiece tokenizer needs: pip install sentencepiece protobuf"
         ) from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RuntimeError, TypeError) as exc:
+        # sentencepiece reports a broken model file as a RuntimeError.
         raise ModelError(f"could not load the tokenizer in {folder}: {first_line(exc)}") from exc
 
 
