@@ -123,7 +123,7 @@ class ImageGate:
         """The bytes of an indexed image from the first of its files that is inside the
         indexed folders and still holds the indexed content."""
         record = self.record(image_id)
-        expected = self._content_hash(image_id)
+        expected = self.content_hash(image_id)
         refusal: ApiProblem | None = None
         for path in record.paths:
             try:
@@ -148,9 +148,7 @@ class ImageGate:
         raise ApiProblem(404, "file-missing", f"the files of image {image_id} are gone")
 
     def content_hash(self, image_id: int) -> str:
-        return self._content_hash(image_id)
-
-    def _content_hash(self, image_id: int) -> str:
+        """The BLAKE2b-128 hex digest of the content indexed under ``image_id``."""
         rows = self.index.catalogue.execute(
             "SELECT content_hash FROM images WHERE id = ?", (image_id,)
         )

@@ -471,3 +471,18 @@ def test_token_dialog_opens_a_session(
     screenshot(page, "09b-token-accepted")
     # The 401s before the token was given are expected console noise.
     page_errors[:] = [e for e in page_errors if "401" not in e]
+
+
+def test_index_status_lists_skipped_files(page: Any, live_server: LiveServer) -> None:
+    open_page(page, live_server)
+    page.click("#index-info")
+    page.wait_for_selector("#status-dialog[open]")
+    facts = str(page.text_content("#status-facts"))
+    assert "bundled" in facts and "152 files" in facts
+    skipped = page.locator("#skipped-list li")
+    assert skipped.count() == 1
+    assert "not-an-image" in str(skipped.first.text_content())
+    assert "notes.jpg" in str(skipped.first.text_content())
+    screenshot(page, "10-index-status")
+    page.keyboard.press("Escape")  # closes the dialog, and only the dialog
+    page.wait_for_selector("#status-dialog:not([open])")

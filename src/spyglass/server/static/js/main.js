@@ -378,6 +378,45 @@ async function openLightbox(id) {
   }
 }
 
+// -- the index ---------------------------------------------------------------------------
+
+async function openStatus() {
+  try {
+    const status = await api.getJSON("/api/status?skipped=200");
+    const facts = [
+      ["Index", status.index],
+      ["Model", `${status.model} (version ${status.model_version})`],
+      ["Spaces", Object.entries(status.spaces).map(([name, dims]) => `${name} ${dims}-d`).join(", ")],
+      ["Images", `${status.images.toLocaleString()} files, ${status.unique_images.toLocaleString()} distinct`],
+      ["Folders", status.roots.join("\n")],
+      ["Skipped", status.skipped.toLocaleString()],
+    ];
+    $("status-facts").replaceChildren(
+      ...facts.flatMap(([name, value]) => {
+        const term = document.createElement("dt");
+        term.textContent = name;
+        const detail = document.createElement("dd");
+        detail.textContent = value;
+        return [term, detail];
+      }),
+    );
+    $("skipped-title").hidden = status.skipped === 0;
+    $("skipped-list").replaceChildren(
+      ...status.skipped_files.map((file) => {
+        const item = document.createElement("li");
+        const reason = document.createElement("span");
+        reason.className = "reason";
+        reason.textContent = file.reason;
+        item.append(reason, `${file.path}: ${file.message}`);
+        return item;
+      }),
+    );
+    $("status-dialog").showModal();
+  } catch (error) {
+    showError(error);
+  }
+}
+
 // -- export ------------------------------------------------------------------------------
 
 async function exportAs(format) {
@@ -477,6 +516,8 @@ for (const tab of ["results", "clusters", "map"]) {
   $(`tab-${tab}`).addEventListener("click", () => selectTab(tab));
 }
 $("lightbox-close").addEventListener("click", () => $("lightbox").close());
+$("index-info").addEventListener("click", openStatus);
+$("status-close").addEventListener("click", () => $("status-dialog").close());
 $("lightbox-search").addEventListener("click", () => {
   const id = Number($("lightbox").dataset.id);
   $("lightbox").close();

@@ -1,0 +1,286 @@
+"""`spyglass bench api`: search latency at the HTTP API against the engine call alone.
+
+Indexes about 11,000 real images (PACS and Caltech-101 from ``--data``; an ``--index``
+folder is reused, so the index is built once), then times warm text queries with
+k = 100 three ways, one request at a time, in the same run:
+
+* ``engine``: ``Spyglass.search`` called directly (the baseline: no HTTP at all);
+* ``asgi``: the real app, in process, through httpx's ASGI transport (routing,
+  validation, the guard middleware, the thread pool, JSON);
+* ``http``: the real app served by uvicorn on a loopback port, through a keep-alive
+  HTTP client (adds sockets and HTTP parsing).
+
+Also measured: thumbnails made cold and served from the disk cache, and (unless
+``--no-map``) what the collection map's PCA + t-SNE costs over the whole index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from spyglass.cli.options import runtime_settings
+from spyglass.engine import Spyglass
+from spyglass.query.terms import Query, TextTerm
+
+#: Folders of ``--data`` indexed for the benchmark (about 11,000 images).
+DATASETS = ("pacs", "caltech101")
+#: Text queries: names from the two label sets, in everyday words.
+QUERIES = [
+    "a dog",
+    "an elephant",
+    "a giraffe",
+    "a guitar",
+    "a horse",
+    "a house",
+    "a person",
+    "a sketch of a dog",
+    "a cartoon horse",
+    "a photo of a giraffe in the wild",
+    "an airplane",
+    "a motorbike",
+    "a wrist watch",
+    "a leopard",
+    "a bonsai tree",
+    "a car seen from the side",
+    "a sailing boat",
+    "a chandelier",
+    "a sea turtle",
+    "a grand piano",
+    "a butterfly",
+    "a starfish",
+    "a kangaroo",
+    "a helicopter",
+    "a sunflower",
+    "a revolver",
+    "a laptop computer",
+    "an umbrella",
+    "a flamingo",
+    "a dolphin",
+    "a stop sign",
+    "a soccer ball",
+    "a wheelchair",
+    "a lamp",
+    "a mobile phone",
+    "a cup of coffee",
+    "an accordion",
+    "a hedgehog",
+    "a pizza",
+    "a camera",
+    "a pair of scissors",
+    "a saxophone",
+    "a panda",
+    "a strawberry",
+    "an octopus",
+    "binoculars",
+    "a metronome",
+    "a lobster",
+    "headphones",
+    "an anchor",
+]
+K = 100
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    """Milliseconds: p50, p95, p99 and the mean of per-request times in seconds."""
+    ms = np.array(samples) * 1000.0
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "requests": len(samples),
+    }
+
+
+def timed(call: Callable[[str], Any], queries: list[str]) -> list[float]:
+    samples = []
+    for text in queries:
+        started = time.perf_counter()
+        call(text)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def build_index(data: Path, index: Path, runtime: Any) -> dict[str, Any]:
+    """Index the benchmark folders into ``index`` (incremental: a second run only
+    checks that nothing changed)."""
+    folders = [data / name / "images" for name in DATASETS]
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise click.UsageError(f"missing image folders: {', '.join(missing)}")
+    started = time.perf_counter()
+    with Spyglass.open(index, runtime=runtime, writable=True) as engine:
+        report = engine.add([str(f) for f in folders])
+    return {
+        "index_seconds": time.perf_counter() - started,
+        "embedded_this_run": report.embedded,
+    }
+
+
+def serve_in_thread(app: Any) -> tuple[Any, str]:
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise click.ClickException("uvicorn did not start")
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def bench_asgi(app: Any, queries: list[str]) -> list[float]:
+    import httpx
+
+    async def run() -> list[float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            samples = []
+            for text in queries:
+                started = time.perf_counter()
+                response = await client.post("/api/search", json={"text": text, "limit": K})
+                samples.append(time.perf_counter() - started)
+                if response.status_code != 200 or len(response.json()["results"]) != K:
+                    raise click.ClickException(f"bad answer: {response.text[:200]}")
+            return samples
+
+    return asyncio.run(run())
+
+
+def bench_http(url: str, queries: list[str]) -> list[float]:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+
+        def call(text: str) -> None:
+            response = client.post("/api/search", json={"text": text, "limit": K})
+            if response.status_code != 200 or len(response.json()["results"]) != K:
+                raise click.ClickException(f"bad answer: {response.text[:200]}")
+
+        for text in queries[:10]:
+            call(text)  # warm the connection
+        return timed(call, queries)
+
+
+def bench_thumbnails(url: str, ids: list[int]) -> dict[str, float]:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        cold = timed(lambda i: client.get(f"/api/images/{i}/thumbnail"), [str(i) for i in ids])
+        warm = timed(lambda i: client.get(f"/api/images/{i}/thumbnail"), [str(i) for i in ids])
+    return {
+        "thumbnail_cold_p50_ms": statistics.median(cold) * 1000,
+        "thumbnail_cached_p50_ms": statistics.median(warm) * 1000,
+    }
+
+
+def bench_map(engine: Spyglass, threads: int) -> dict[str, float]:
+    from spyglass.server.atlas import layout_vectors
+
+    space = engine.index.info.image_space
+    ids = np.sort(engine.index.stores[space].visible_owners())
+    vectors = engine.index.stores[space].fetch(ids)
+    started = time.perf_counter()
+    layout_vectors(vectors, threads=threads)
+    return {"map_images": len(ids), f"map_seconds_{threads}_thread": time.perf_counter() - started}
+
+
+@click.command("api")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="The shared data folder (holding pacs/ and caltech101/).",
+)
+@click.option(
+    "--index",
+    "index_dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Index folder to build or reuse (default: a temporary one).",
+)
+@click.option("--requests", default=300, show_default=True, help="Timed queries per way.")
+@click.option("--map/--no-map", "with_map", default=True, help="Also time the map's t-SNE.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+def command(
+    data: str, index_dir: str | None, requests: int, with_map: bool, out: str | None
+) -> None:
+    """Warm text-search latency (k=100) at the API against the engine call alone."""
+    from spyglass.server import ServerSettings, create_app
+
+    runtime = runtime_settings()
+    scratch = None
+    if index_dir is None:
+        scratch = tempfile.TemporaryDirectory(prefix="spyglass-bench-api-")
+        index_dir = scratch.name
+    results: dict[str, Any] = build_index(Path(data), Path(index_dir), runtime)
+    queries = [QUERIES[n % len(QUERIES)] for n in range(requests)]
+    with Spyglass.open(index_dir, runtime=runtime) as engine:
+        results["images"] = engine.index.count()
+        with tempfile.TemporaryDirectory() as thumbs:
+            settings = ServerSettings.for_binding(
+                "127.0.0.1", 0, None, thumbnail_dir=Path(thumbs) / "thumbnails"
+            )
+            app = create_app(engine, settings)
+
+            def engine_call(text: str) -> None:
+                engine.search(Query((TextTerm(text),), k=K))
+
+            timed(engine_call, QUERIES)  # warm: sessions, FAISS matrix, page cache
+            ways = {
+                "engine": percentiles(timed(engine_call, queries)),
+                "asgi": percentiles(bench_asgi(app, QUERIES[:10] + queries)[10:]),
+            }
+            server, url = serve_in_thread(app)
+            try:
+                ways["http"] = percentiles(bench_http(url, queries))
+                sample = engine.search(Query((TextTerm("a dog"),), k=K))
+                results.update(bench_thumbnails(url, [r.image_id for r in sample]))
+            finally:
+                server.should_exit = True
+        results["latency"] = ways
+        for way in ("asgi", "http"):
+            for stat in ("p50", "p95"):
+                base = ways["engine"][f"{stat}_ms"]
+                results[f"{way}_vs_engine_{stat}"] = ways[way][f"{stat}_ms"] / base
+        if with_map:
+            results.update(bench_map(engine, threads=1))
+            results.update(bench_map(engine, threads=os.cpu_count() or 1))
+    results["k"] = K
+    results["cpu_count"] = os.cpu_count()
+    results["machine"] = platform.processor() or platform.machine()
+    if scratch is not None:
+        scratch.cleanup()
+
+    for way, stats in results["latency"].items():
+        click.echo(
+            f"{way:8} p50 {stats['p50_ms']:7.2f} ms  p95 {stats['p95_ms']:7.2f} ms  "
+            f"p99 {stats['p99_ms']:7.2f} ms  ({stats['requests']} requests)"
+        )
+    for key, value in results.items():
+        if key != "latency":
+            click.echo(f"{key:28} {value:.3f}" if isinstance(value, float) else f"{key:28} {value}")
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
