@@ -153,3 +153,22 @@ def test_check_ignores_timings_only() -> None:
     assert same == []
     changed = differences(comparable(report(0.5, 0.01)), comparable(report(0.6, 0.01)))
     assert any("0.600" in line for line in changed)
+
+
+def test_a_full_ranking_reranks_only_the_top(caltech) -> None:
+    """Evaluation ranks everything; re-rankers must still see only the top
+    RERANK_DEPTH, as users' searches do, with the method's order below them."""
+    from spyglass.query.rerank import RERANK_DEPTH, reranker_names
+    from spyglass.query.terms import Query, TextTerm
+
+    rerankers = [name for name in reranker_names() if name != "none"]
+    if not rerankers:
+        pytest.skip("no re-ranker registered")
+    terms = (TextTerm("a photo of a bonsai"),)
+    plain = caltech.engine.searcher.rank(Query(terms, k=caltech.index_size))
+    for name in rerankers:
+        reranked = caltech.engine.searcher.rank(Query(terms, k=caltech.index_size, rerank=name))
+        assert len(reranked) == len(plain)
+        top = {i for i, _ in plain[:RERANK_DEPTH]}
+        assert {i for i, _ in reranked[:RERANK_DEPTH]} == top
+        assert reranked[RERANK_DEPTH:] == plain[RERANK_DEPTH:]
