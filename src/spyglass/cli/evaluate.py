@@ -284,7 +284,13 @@ def image_command(sample: int | None, **options: Any) -> None:
 @eval_command.command("fewshot")
 @common_options
 @template_option
-@click.option("--shots", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--shots",
+    type=click.IntRange(1, 100),
+    default=5,
+    show_default=True,
+    help="Exemplar images per class.",
+)
 def fewshot_command(templates: tuple[str, ...], shots: int, **options: Any) -> None:
     """A few exemplars per class: image kNN, exemplar SVM, text, SVM + text (Moll 2024)."""
     from spyglass.eval.protocols.fewshot import run_fewshot
@@ -304,8 +310,20 @@ def fewshot_command(templates: tuple[str, ...], shots: int, **options: Any) -> N
 @click.option("--attribute", default=None, help="Column the text changes (fashion: baseColour).")
 @click.option("--object", "object_column", default=None, help="Column kept (default: --label).")
 @click.option("--modifier", default=None, help="Text template for the new value, e.g. 'in {}'.")
-@click.option("--queries", type=click.IntRange(1), default=500, show_default=True)
-@click.option("--image-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option(
+    "--queries",
+    type=click.IntRange(1),
+    default=500,
+    show_default=True,
+    help="How many (image, new value) queries to draw.",
+)
+@click.option(
+    "--image-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of the image in each query (the text gets the rest).",
+)
 def composed_command(
     attribute: str | None,
     object_column: str | None,
@@ -343,7 +361,13 @@ def caption_command(caption_column: str | None, sample: int | None, **options: A
 @eval_command.command("feedback")
 @common_options
 @template_option
-@click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 50),
+    default=5,
+    show_default=True,
+    help="Rounds of feedback after the text query.",
+)
 @click.option(
     "--per-round",
     type=click.IntRange(1, 1000),
@@ -392,7 +416,13 @@ def feedback_command(
 @click.option("--model", default=None, help="With --data: the model to evaluate.")
 @click.option("--method", "methods", multiple=True, help="Method to evaluate (repeatable).")
 @click.option("--rerank", "reranks", multiple=True, help="Also evaluate with this re-ranking.")
-@click.option("--image-weight", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True)
+@click.option(
+    "--image-weight",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.5,
+    show_default=True,
+    help="Share of the image in image + text queries.",
+)
 @_output_options
 def qrels_command(
     qrels: str,
