@@ -96,6 +96,7 @@ def test_default_index_dirs_keep_folders_and_models_apart(tmp_path: Path) -> Non
     one = default_index_dir(cache, tmp_path / "a" / "pacs", "bundled")
     two = default_index_dir(cache, tmp_path / "b" / "pacs", "bundled")
     assert one != two and one.parent.name.startswith("pacs-") and one.name == "bundled"
+    assert default_index_dir(cache, tmp_path / "b" / ".." / "a" / "pacs", "bundled") == one
     path_model = default_index_dir(cache, tmp_path / "a" / "pacs", "/models/clip vit")
     assert path_model.parent == one.parent
     assert "/" not in path_model.name and " " not in path_model.name

@@ -103,6 +103,12 @@ class LabelledCollection:
             )
 
 
+def absolute_path(path: str | Path) -> Path:
+    """Absolute and normalised (``..`` resolved, links kept), as the indexer records
+    paths: ``../data`` and ``/work/data`` name the same collection and index."""
+    return Path(os.path.normpath(os.path.abspath(os.path.expanduser(str(path)))))
+
+
 def read_collection(
     folder: str | Path,
     *,
@@ -116,7 +122,7 @@ def read_collection(
     ``require_labels`` a folder with no labels file is a collection of no labelled rows
     (the qrels protocol brings its own judgements).
     """
-    root = Path(folder).expanduser().absolute()
+    root = absolute_path(folder)
     if not root.is_dir():
         raise InvalidQuery(f"--data {folder} is not a folder")
     rules = rules_for(root)
@@ -150,7 +156,7 @@ def read_collection(
 
 def default_index_dir(cache_dir: Path, folder: Path, model: str) -> Path:
     """``cache_dir/eval/<folder name>-<hash of its absolute path>/<model>``."""
-    absolute = str(Path(folder).expanduser().absolute())
+    absolute = str(absolute_path(folder))
     digest = hashlib.blake2b(absolute.encode(), digest_size=4).hexdigest()
     model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
     if model_part != model:  # a path or hub id: keep distinct specs apart

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from spyglass.errors import InvalidQuery
-from spyglass.eval.datasets import IndexedCollection
+from spyglass.eval.datasets import IndexedCollection, absolute_path
 from spyglass.eval.protocols.running import (
     JudgedQuery,
     ProgressFunction,
@@ -65,7 +65,7 @@ class UserQuery:
 
 def read_qrels(path: str | Path, collection: IndexedCollection) -> list[UserQuery]:
     """Parse and resolve a qrels file; errors name the line and what is wrong."""
-    file = Path(path).expanduser().absolute()
+    file = absolute_path(path)
     if not file.is_file():
         raise InvalidQuery(f"qrels file not found: {path}")
     queries = []
