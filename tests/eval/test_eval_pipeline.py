@@ -173,3 +173,26 @@ def test_a_full_ranking_reranks_only_the_top(caltech) -> None:
         top = {i for i, _ in plain[:RERANK_DEPTH]}
         assert {i for i, _ in reranked[:RERANK_DEPTH]} == top
         assert reranked[RERANK_DEPTH:] == plain[RERANK_DEPTH:]
+
+
+def test_an_evaluation_waits_for_another_one_indexing(small_caltech, bundled) -> None:
+    import threading
+
+    from spyglass.errors import IndexLocked
+    from spyglass.store.index import Index
+
+    collection = read_collection(small_caltech.folder)
+    first, _ = open_collection(collection, bundled, small_caltech.index_dir)
+    first.engine.close()
+    holder = Index.open_for_writing(small_caltech.index_dir, bundled.info)
+    try:
+        with pytest.raises(IndexLocked):
+            open_collection(collection, bundled, small_caltech.index_dir, lock_wait=0.0)
+        threading.Timer(1.0, holder.close).start()
+        waited, report = open_collection(
+            collection, bundled, small_caltech.index_dir, lock_wait=30.0
+        )
+        waited.engine.close()
+        assert report.embedded == 0 and len(waited) == 60
+    finally:
+        holder.close()

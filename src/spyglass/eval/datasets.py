@@ -30,7 +30,7 @@ import numpy as np
 
 from spyglass.encoders.base import Encoder
 from spyglass.engine import Spyglass
-from spyglass.errors import InvalidQuery
+from spyglass.errors import IndexLocked, InvalidQuery
 from spyglass.ingest.pipeline import IngestReport, ProgressCallback
 from spyglass.query.terms import Query
 from spyglass.store.index import Index
@@ -169,14 +169,17 @@ def open_collection(
     encoder: Encoder,
     index_dir: Path,
     progress: ProgressCallback | None = None,
+    lock_wait: float = 600.0,
 ) -> tuple[IndexedCollection, IngestReport]:
     """Index the collection's folder with ``encoder`` into ``index_dir`` (incrementally:
     nothing is embedded again when nothing changed), then open it to read.
 
     The write lock is held only while indexing, so several evaluations can read the same
-    index at once. Close the returned collection's engine when done.
+    index at once; one that finds another indexing waits for it (up to ``lock_wait``
+    seconds) and then finds nothing left to do. Close the returned collection's engine
+    when done.
     """
-    writer = Spyglass(encoder, Index.open_for_writing(index_dir, encoder.info))
+    writer = Spyglass(encoder, _open_for_writing(index_dir, encoder, lock_wait))
     with writer:
         report = writer.add([str(collection.folder)], progress=progress)
     engine = Spyglass(encoder, Index.open(index_dir))
@@ -185,6 +188,17 @@ def open_collection(
     except BaseException:
         engine.close()
         raise
+
+
+def _open_for_writing(index_dir: Path, encoder: Encoder, lock_wait: float) -> Index:
+    deadline = time.monotonic() + lock_wait
+    while True:
+        try:
+            return Index.open_for_writing(index_dir, encoder.info)
+        except IndexLocked:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 @dataclass
