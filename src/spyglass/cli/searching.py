@@ -10,7 +10,7 @@ import click
 
 from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
 from spyglass.engine import Spyglass
-from spyglass.errors import InvalidQuery
+from spyglass.errors import InvalidQuery, UnknownImageId
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
 
 
@@ -47,6 +47,17 @@ def build_terms(
             for t in terms
         ]
     return terms
+
+
+def marked_image_id(engine: Spyglass, mark: str) -> int:
+    """--good / --bad value -> image id: an indexed file's path, or an id (``--json``
+    prints each result's)."""
+    state = engine.index.catalogue.file(str(Path(mark).expanduser().absolute()))
+    if state is not None:
+        return state.image_id
+    if mark.strip().isdigit():
+        return int(mark)
+    raise UnknownImageId(f"{mark} is neither an indexed image's path nor an image id")
 
 
 def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
@@ -98,6 +109,24 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
     help="How terms are combined (see `spyglass models`).",
 )
 @click.option(
+    "--rerank",
+    default="none",
+    show_default=True,
+    help="Re-rank the top results: aqe or kreciprocal (see `spyglass models`).",
+)
+@click.option(
+    "--good",
+    "good",
+    multiple=True,
+    help="An indexed image (id or path) marked good: relevance feedback. Repeatable.",
+)
+@click.option(
+    "--bad",
+    "bad",
+    multiple=True,
+    help="An indexed image (id or path) marked bad: relevance feedback. Repeatable.",
+)
+@click.option(
     "-k",
     "--top",
     "k",
@@ -122,6 +151,9 @@ def search_command(
     not_weight: float,
     region: str | None,
     method: str,
+    rerank: str,
+    good: tuple[str, ...],
+    bad: tuple[str, ...],
     k: int,
     offset: int,
     min_score: float | None,
@@ -136,8 +168,17 @@ def search_command(
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
-    query = Query(tuple(terms), k=k, offset=offset, min_score=min_score, method=method)
     with Spyglass.open(index_dir, runtime=runtime_settings(device), model=model) as engine:
+        query = Query(
+            tuple(terms),
+            k=k,
+            offset=offset,
+            min_score=min_score,
+            method=method,
+            positives=tuple(marked_image_id(engine, m) for m in good),
+            negatives=tuple(marked_image_id(engine, m) for m in bad),
+            rerank=rerank,
+        )
         results = engine.search(query)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
@@ -155,13 +196,21 @@ def models_command(as_json: bool) -> None:
     """List the named models and the query methods."""
     from spyglass.encoders import model_names
     from spyglass.query.methods import DEFAULT_METHOD, method_names
+    from spyglass.query.rerank import reranker_names
 
     models = {name: spec.get("about", "") for name, spec in model_names().items()}
     methods = method_names()
+    rerankers = reranker_names()
     if as_json:
         click.echo(
             json.dumps(
-                {"models": models, "methods": methods, "default_method": DEFAULT_METHOD}, indent=2
+                {
+                    "models": models,
+                    "methods": methods,
+                    "default_method": DEFAULT_METHOD,
+                    "rerankers": rerankers,
+                },
+                indent=2,
             )
         )
         return
@@ -173,4 +222,7 @@ def models_command(as_json: bool) -> None:
     )
     click.echo(f"methods (--method; default = {DEFAULT_METHOD}):")
     for name, about in methods.items():
+        click.echo(f"  {name:24} {about}")
+    click.echo("re-rankings (--rerank):")
+    for name, about in rerankers.items():
         click.echo(f"  {name:24} {about}")

@@ -1,0 +1,517 @@
+"""Relevance feedback and few-shot search: learn a better query from images marked good/bad.
+
+Every method here turns the query's terms plus ``Query.positives`` / ``Query.negatives``
+(ids of indexed images the user marked good / bad) into one query vector ``w`` and ranks
+the index by ``w . x``. A linear model's ranking by ``w . x + b`` is the ranking by
+``w . x``, so the store is searched with the unit vector ``w / ||w||``: training costs a
+few milliseconds on about a thousand examples, the search is the usual one (exact, with
+crops where the index has them), and scores stay cosines, comparable with other methods'.
+
+Which space. Anything with text ranks in the encoder's text space (joint). Image-only
+feedback (few-shot "more like these") ranks in the encoder's image space
+(``info.image_space``; for the bundled model the 1280-d CNN features), which the
+evaluation in docs/methods.md found better for every method here.
+
+Positive examples are the images marked good plus query images with a positive weight;
+negative examples are the images marked bad, query images with a negative weight and,
+for the learned models, ``PSEUDO_NEGATIVES`` images drawn at random from the index (most
+of an index is not what one looks for; Malisiewicz et al. 2011). The draw is seeded by
+the marked ids so the same feedback gives the same ranking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from spyglass.errors import InvalidQuery
+from spyglass.query.methods import RankContext, Ranking, register, weighted_sum
+
+#: Random index images used as negatives by the learned models.
+PSEUDO_NEGATIVES = 1000
+#: Rocchio's constants: SMART's classic alpha = 1, beta = 0.75, gamma = 0.15
+#: (Manning, Raghavan & Schütze, Introduction to IR, section 9.1.1).
+ROCCHIO_ALPHA = 1.0
+ROCCHIO_BETA = 0.75
+ROCCHIO_GAMMA = 0.15
+#: Exemplar SVM: lambda/2 ||w||^2 over class-balanced hinge losses; lambda = 10 is
+#: C = 0.1 in scikit-learn's terms, Karpathy's exemplar-SVM recipe.
+SVM_LAMBDA = 10.0
+#: Moll (2024): lambda and lambda_q as the post states them.
+SVM_TEXT_LAMBDA = 10.0
+SVM_TEXT_LAMBDA_Q = 1000.0
+#: SeeSaw-style logistic model: prior w0 = SEESAW_SCALE * q, pulled by SEESAW_LAMBDA.
+SEESAW_SCALE = 10.0
+SEESAW_LAMBDA = 1.0
+#: Half-width of the quadratic part of the smoothed hinge (see ``smooth_hinge``).
+HINGE_SMOOTHING = 0.1
+#: A marked-bad image outweighs a random pseudo-negative by this factor.
+MARKED_NEGATIVE_WEIGHT = 10.0
+#: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
+#: share of the fused score.
+FUSION_DEPTH = 1000
+FUSION_TEXT_SHARE = 0.3
+
+
+# -- examples ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Examples:
+    """Labelled vectors for a linear model.
+
+    ``vectors`` (n, dims) float64 unit rows, ``labels`` (n,) float64 in {+1, -1},
+    ``weights`` (n,) float64 per-example loss weights (each class sums to n/2)."""
+
+    vectors: np.ndarray
+    labels: np.ndarray
+    weights: np.ndarray
+
+
+def marked_examples(context: RankContext, space: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positives (p, dims), negatives (n, dims)) float32 in ``space``: images marked
+    good / bad plus image terms with a positive / negative weight."""
+    dims = context.info.spaces[space]
+    positives = [context.positives.get(space, np.zeros((0, dims), np.float32))]
+    negatives = [context.negatives.get(space, np.zeros((0, dims), np.float32))]
+    for term in context.terms:
+        if term.kind == "image" and space in term.vectors:
+            target = positives if term.weight > 0 else negatives
+            target.append(term.vectors[space].reshape(1, -1))
+    return (
+        np.concatenate(positives).astype(np.float32),
+        np.concatenate(negatives).astype(np.float32),
+    )
+
+
+def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray:
+    """(m, dims) float32: ``count`` random indexed images, the marked ones left out.
+
+    Seeded by the marked ids, so the same feedback draws the same images."""
+    store = context.index.stores[space]
+    owners = store.visible_owners()
+    marked = np.array(context.positive_ids + context.negative_ids, np.int64)
+    if len(marked):
+        owners = owners[~np.isin(owners, marked)]
+    if len(owners) == 0 or count <= 0:
+        return np.zeros((0, store.dims), np.float32)
+    seed = [len(owners), *sorted(int(i) for i in marked)]
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(owners, size=min(count, len(owners)), replace=False))
+    return store.fetch(chosen).astype(np.float32)
+
+
+def build_examples(
+    positives: np.ndarray, marked_negatives: np.ndarray, random_negatives: np.ndarray
+) -> Examples:
+    """Stack the examples and weigh them as an SVM's C * sum of losses with balanced
+    classes (scikit-learn's ``class_weight="balanced"``, the exemplar-SVM recipe): the
+    weights average 1 and each class holds half of them; a marked negative weighs
+    ``MARKED_NEGATIVE_WEIGHT`` random ones."""
+    vectors = np.concatenate([positives, marked_negatives, random_negatives]).astype(np.float64)
+    labels = np.concatenate(
+        [np.ones(len(positives)), -np.ones(len(marked_negatives) + len(random_negatives))]
+    )
+    negative_share = np.concatenate(
+        [np.full(len(marked_negatives), MARKED_NEGATIVE_WEIGHT), np.ones(len(random_negatives))]
+    )
+    half = len(vectors) / 2
+    weights = np.concatenate(
+        [
+            np.full(len(positives), half / max(len(positives), 1)),
+            half * negative_share / max(float(negative_share.sum()), 1.0),
+        ]
+    )
+    return Examples(vectors, labels, weights)
+
+
+# -- losses -----------------------------------------------------------------------------
+
+#: margin z (n,) -> (loss (n,), d loss / d z (n,))
+Loss = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def smooth_hinge(z: np.ndarray, h: float = HINGE_SMOOTHING) -> tuple[np.ndarray, np.ndarray]:
+    """The hinge max(0, 1 - z) with its corner rounded over 1 - h < z < 1 + h:
+
+    0 for z >= 1 + h; (1 + h - z)^2 / (4h) in between; 1 - z for z <= 1 - h.
+    It differs from the hinge by at most h/4 and has a continuous gradient, which
+    L-BFGS needs."""
+    loss = np.where(z >= 1 + h, 0.0, np.where(z <= 1 - h, 1 - z, (1 + h - z) ** 2 / (4 * h)))
+    grad = np.where(z >= 1 + h, 0.0, np.where(z <= 1 - h, -1.0, -(1 + h - z) / (2 * h)))
+    return loss, grad
+
+
+def logistic_loss(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """log(1 + exp(-z)) and its derivative -sigmoid(-z), computed stably."""
+    return np.logaddexp(0.0, -z), -np.exp(-np.logaddexp(0.0, z))
+
+
+# -- the linear model -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinearObjective:
+    """J(w, b) = sum_i c_i loss(y_i (w . x_i + b))
+    + l2 / 2 ||w - center||^2 + text_weight (1 - cos(text, w)).
+
+    ``center`` is zero for the SVMs and the scaled text query for SeeSaw; ``text``
+    (dims,) is the unit text query q, or None."""
+
+    examples: Examples
+    loss: Loss
+    l2: float
+    center: np.ndarray | None = None
+    text: np.ndarray | None = None
+    text_weight: float = 0.0
+
+    def __call__(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        """params (dims + 1,) = [w, b] -> (J, dJ/dparams (dims + 1,))."""
+        w, b = params[:-1], params[-1]
+        x, y, c = self.examples.vectors, self.examples.labels, self.examples.weights
+        loss, dloss = self.loss(y * (x @ w + b))
+        coefficient = c * dloss * y
+        offset = w if self.center is None else w - self.center
+        value = float(c @ loss) + 0.5 * self.l2 * float(offset @ offset)
+        grad_w = x.T @ coefficient + self.l2 * offset
+        if self.text is not None and self.text_weight:
+            norm = max(float(np.linalg.norm(w)), 1e-12)
+            cosine = float(self.text @ w) / norm
+            value += self.text_weight * (1.0 - cosine)
+            grad_w -= self.text_weight * (self.text / norm - cosine * w / norm**2)
+        return value, np.append(grad_w, coefficient.sum())
+
+
+def fit_linear(objective: LinearObjective, start: np.ndarray) -> np.ndarray:
+    """Minimise ``objective`` from w = ``start`` (dims,), b = 0: returns the parameters
+    [w, b] (dims + 1,) float64.
+
+    The problem is convex except for the cosine term, which is smooth away from w = 0;
+    starting from the text query (or the mean positive) keeps w well away from 0."""
+    return minimize_lbfgs(objective, np.append(np.asarray(start, np.float64), 0.0))
+
+
+def minimize_lbfgs(
+    function: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    start: np.ndarray,
+    *,
+    memory: int = 10,
+    max_iterations: int = 300,
+    tolerance: float = 1e-8,
+) -> np.ndarray:
+    """Limited-memory BFGS (Nocedal & Wright, Numerical Optimization, algorithm 7.4 and
+    7.5) with a backtracking Armijo line search; ``function`` returns (value, gradient).
+
+    Written here rather than taken from SciPy: SciPy's L-BFGS-B runs its small vector
+    operations through its own threaded BLAS, which on a busy machine made a 30-step
+    fit take a second instead of a few milliseconds. Stops when an iteration lowers the
+    value by less than ``tolerance`` (relative) or the gradient vanishes."""
+    x = np.array(start, np.float64)
+    value, grad = function(x)
+    steps: list[np.ndarray] = []
+    changes: list[np.ndarray] = []
+    for _ in range(max_iterations):
+        # Two-loop recursion: direction = -H grad with H the L-BFGS inverse Hessian.
+        direction = -grad
+        alphas = []
+        for s, y in zip(reversed(steps), reversed(changes), strict=True):
+            alpha = float(s @ direction) / float(y @ s)
+            direction = direction - alpha * y
+            alphas.append(alpha)
+        if steps:
+            direction = (
+                direction * float(steps[-1] @ changes[-1]) / float(changes[-1] @ changes[-1])
+            )
+        else:
+            direction = direction / max(float(np.linalg.norm(grad)), 1.0)
+        for s, y, alpha in zip(steps, changes, reversed(alphas), strict=True):
+            beta = float(y @ direction) / float(y @ s)
+            direction = direction + (alpha - beta) * s
+        slope = float(grad @ direction)
+        if slope >= 0.0:  # not a descent direction: restart from the gradient
+            steps.clear()
+            changes.clear()
+            direction = -grad / max(float(np.linalg.norm(grad)), 1.0)
+            slope = float(grad @ direction)
+        step = 1.0
+        while True:
+            candidate = x + step * direction
+            new_value, new_grad = function(candidate)
+            if new_value <= value + 1e-4 * step * slope:
+                break
+            step *= 0.5
+            if step < 1e-12:
+                return x
+        s, y = candidate - x, new_grad - grad
+        if float(s @ y) > 1e-12:
+            steps.append(s)
+            changes.append(y)
+            if len(steps) > memory:
+                steps.pop(0)
+                changes.pop(0)
+        done = value - new_value <= tolerance * max(abs(value), abs(new_value), 1.0)
+        x, value, grad = candidate, new_value, new_grad
+        if done or float(np.abs(grad).max()) < 1e-9:
+            break
+    return x
+
+
+# -- the methods ------------------------------------------------------------------------
+
+
+def feedback_space(context: RankContext) -> str:
+    """Text in the query -> the text space; image-only feedback -> the image space."""
+    return context.info.text_space if context.has_text else context.info.image_space
+
+
+def text_query(context: RankContext, space: str) -> np.ndarray | None:
+    """Unit (dims,) weighted sum of the text terms, or None if the query has no text."""
+    texts = [t for t in context.terms if t.kind == "text"]
+    if not texts or not any(t.weight > 0 for t in texts):
+        return None
+    return weighted_sum(texts, space)
+
+
+def search_direction(context: RankContext, space: str, w: np.ndarray, k: int) -> Ranking:
+    norm = float(np.linalg.norm(w))
+    if not np.isfinite(norm) or norm < 1e-9:
+        raise InvalidQuery("the marked images cancel each other out; mark a few more")
+    return context.search(space, (w / norm).astype(np.float32), k)
+
+
+def rocchio_vector(
+    query: np.ndarray | None,
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    alpha: float = ROCCHIO_ALPHA,
+    beta: float = ROCCHIO_BETA,
+    gamma: float = ROCCHIO_GAMMA,
+) -> np.ndarray:
+    """q' = alpha q + beta mean(positives) - gamma mean(negatives), each part left out
+    when it has no vectors. Inputs (dims,), (p, dims), (n, dims); returns (dims,) float64."""
+    moved = np.zeros(positives.shape[1]) if query is None else alpha * np.asarray(query, np.float64)
+    if len(positives):
+        moved = moved + beta * positives.astype(np.float64).mean(axis=0)
+    if len(negatives):
+        moved = moved - gamma * negatives.astype(np.float64).mean(axis=0)
+    return moved
+
+
+@register(
+    "rocchio",
+    "Rocchio feedback: q + 0.75 mean(good) - 0.15 mean(bad)",
+    tasks=("feedback",),
+)
+def rank_rocchio(context: RankContext, k: int) -> Ranking:
+    """Rocchio relevance feedback (J. J. Rocchio, "Relevance feedback in information
+    retrieval", The SMART Retrieval System, 1971):
+
+        q' = alpha q + beta mean(x in good) - gamma mean(x in bad)
+
+    with alpha = 1, beta = 0.75, gamma = 0.15. q is the query's weighted sum of text terms
+    (image terms count as marked images: good with a positive weight, bad otherwise).
+    """
+    space = feedback_space(context)
+    positives, negatives = marked_examples(context, space)
+    query = text_query(context, space)
+    if query is None and not len(positives):
+        raise InvalidQuery("rocchio needs a text or at least one image marked good")
+    return search_direction(context, space, rocchio_vector(query, positives, negatives), k)
+
+
+def _examples_for(context: RankContext, space: str, what: str) -> tuple[Examples, np.ndarray]:
+    positives, negatives = marked_examples(context, space)
+    if not len(positives):
+        raise InvalidQuery(f"{what} needs at least one image marked good (or a query image)")
+    random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
+    return build_examples(positives, negatives, random), positives
+
+
+def exemplar_svm(examples: Examples, positives: np.ndarray, l2: float = SVM_LAMBDA) -> np.ndarray:
+    """w (dims,) of the linear SVM: min sum_i c_i hinge(y_i (w . x_i + b)) + l2/2 ||w||^2."""
+    objective = LinearObjective(examples, smooth_hinge, l2)
+    return fit_linear(objective, positives.astype(np.float64).mean(axis=0))[:-1]
+
+
+@register(
+    "svm",
+    "exemplar SVM: good images against random and bad ones (linear, hinge loss)",
+    tasks=("feedback",),
+)
+def rank_svm(context: RankContext, k: int) -> Ranking:
+    """Exemplar SVM (T. Malisiewicz, A. Gupta, A. Efros, "Ensemble of Exemplar-SVMs for
+    Object Detection and Beyond", ICCV 2011), used for search as in Moll (2024):
+
+        min_{w,b}  sum_i c_i max(0, 1 - y_i (w . x_i + b)) + lambda/2 ||w||^2
+
+    positives y = +1: the images marked good; negatives y = -1: those marked bad and
+    ``PSEUDO_NEGATIVES`` random index images. Classes are balanced (``build_examples``),
+    lambda = 10, the hinge is smoothed (``smooth_hinge``) and minimised by L-BFGS; then
+    the index is ranked by w . x. Text terms are not used (see ``svm-text``).
+    """
+    space = context.info.image_space
+    examples, positives = _examples_for(context, space, "svm")
+    return search_direction(context, space, exemplar_svm(examples, positives), k)
+
+
+def svm_with_text(
+    examples: Examples,
+    text: np.ndarray,
+    l2: float = SVM_TEXT_LAMBDA,
+    text_weight: float = SVM_TEXT_LAMBDA_Q,
+) -> np.ndarray:
+    """w (dims,) minimising hinge + l2/2 ||w||^2 + text_weight (1 - cos(text, w)),
+    started from the text query."""
+    objective = LinearObjective(examples, smooth_hinge, l2, text=text, text_weight=text_weight)
+    return fit_linear(objective, np.asarray(text, np.float64))[:-1]
+
+
+@register(
+    "svm-text",
+    "exemplar SVM pulled toward the text query (Moll 2024)",
+    tasks=("feedback",),
+)
+def rank_svm_text(context: RankContext, k: int) -> Ranking:
+    """Exemplar SVM + text query, after O. Moll, "Combining images with text for better
+    CLIP-based image search" (2024, oscar-moll.com/blog/2024/combined-images-and-text):
+
+        min_{w,b}  sum_i c_i hinge(y_i (w . x_i + b)) + lambda/2 ||w||^2
+                   + lambda_q (1 - cos(q, w))
+
+    q is the text query (unit, joint space); lambda = 10, lambda_q = 1000 as the post
+    states. Examples and weights as for ``svm``; smoothed hinge, L-BFGS from w = q.
+    Without text this is ``svm`` in the joint space; without marked images, plain text
+    search.
+    """
+    space = context.info.text_space
+    text = text_query(context, space)
+    if text is None:
+        examples, positives = _examples_for(context, space, "svm-text")
+        return search_direction(context, space, exemplar_svm(examples, positives), k)
+    positives, negatives = marked_examples(context, space)
+    if not len(positives) and not len(negatives):
+        return search_direction(context, space, text, k)
+    random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
+    examples = build_examples(positives, negatives, random)
+    return search_direction(context, space, svm_with_text(examples, text), k)
+
+
+def seesaw_vector(
+    examples: Examples,
+    text: np.ndarray | None,
+    scale: float = SEESAW_SCALE,
+    l2: float = SEESAW_LAMBDA,
+) -> np.ndarray:
+    """w (dims,) of the logistic model regularised toward w0 = scale * q."""
+    if text is None:
+        center = None
+        start = examples.vectors[examples.labels > 0].mean(axis=0)
+    else:
+        center = scale * np.asarray(text, np.float64)
+        start = center
+    objective = LinearObjective(examples, logistic_loss, l2, center=center)
+    return fit_linear(objective, start)[:-1]
+
+
+@register(
+    "seesaw",
+    "SeeSaw-style logistic model regularised toward the text query",
+    tasks=("feedback",),
+)
+def rank_seesaw(context: RankContext, k: int) -> Ranking:
+    """A SeeSaw-style feedback model (O. Moll, M. Favela, S. Madden, V. Gadepally,
+    J. Cafarella, "SeeSaw: Interactive Ad-hoc Search Over Image Databases", PACMMOD /
+    SIGMOD 2024, arXiv:2208.06497): logistic regression on the labelled images whose
+    weights are kept near the text query's vector instead of near zero,
+
+        min_{w,b}  sum_i c_i log(1 + exp(-y_i (w . x_i + b))) + lambda/2 ||w - s q||^2
+
+    with s = 10 (q at the scale of a confident logit: a cosine gap of 0.1 is one unit of
+    logit) and lambda = 1. Examples and weights as for ``svm``. Without text the prior is
+    zero (plain L2-regularised logistic regression, in the image space).
+    """
+    space = feedback_space(context)
+    text = text_query(context, space)
+    positives, negatives = marked_examples(context, space)
+    if not len(positives) and not len(negatives):
+        if text is None:
+            raise InvalidQuery("seesaw needs a text or at least one image marked good")
+        return search_direction(context, space, text, k)
+    if not len(positives) and text is None:
+        raise InvalidQuery("seesaw needs a text or at least one image marked good")
+    random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
+    examples = build_examples(positives, negatives, random)
+    return search_direction(context, space, seesaw_vector(examples, text), k)
+
+
+# -- late fusion: the marks where images compare best, the text where it lives ----------
+
+
+def zscores(scores: np.ndarray) -> np.ndarray:
+    """(n,) -> (n,) float64 standardised scores; a constant list maps to zeros."""
+    spread = float(scores.std())
+    if spread < 1e-12:
+        return np.zeros(len(scores))
+    return np.asarray((scores - scores.mean()) / spread, np.float64)
+
+
+def fused_ranking(
+    context: RankContext, parts: list[tuple[str, np.ndarray, float]], k: int
+) -> Ranking:
+    """Late fusion of single-space searches: ``parts`` are (space, unit query (dims,),
+    weight). Over the union U of each part's top ``max(k, FUSION_DEPTH)``, every
+    candidate gets its exact cosine in every part (stored vectors fetched where a part's
+    list missed it), and s(x) = sum_p weight_p z_U(cos_p(x))."""
+    depth = max(k, FUSION_DEPTH)
+    listed = [dict(context.search(space, query, depth)) for space, query, _ in parts]
+    candidates = np.array(sorted(set().union(*listed)), np.int64)
+    if not len(candidates):
+        return []
+    fused = np.zeros(len(candidates))
+    for (space, query, weight), found in zip(parts, listed, strict=True):
+        missing = np.array([c for c in candidates.tolist() if c not in found], np.int64)
+        if len(missing):
+            cosines = context.index.stores[space].fetch(missing) @ query
+            found = {**found, **dict(zip(missing.tolist(), cosines.tolist(), strict=True))}
+        fused += weight * zscores(np.array([found[c] for c in candidates.tolist()]))
+    order = np.lexsort((candidates, -fused))[:k]
+    return [(int(candidates[i]), float(fused[i])) for i in order]
+
+
+@register(
+    "svm-fusion",
+    "exemplar SVM in the image space fused with the text in the joint space (late fusion)",
+    tasks=("feedback",),
+)
+def rank_svm_fusion(context: RankContext, k: int) -> Ranking:
+    """Late fusion of an exemplar SVM with the text query, for encoders whose best
+    image-to-image space is not their text space (the bundled model's).
+
+    The marks train ``svm``'s exemplar SVM w in the image space (Malisiewicz et al. 2011,
+    lambda = 10); the text q stays in the joint space. Over the union U of both top
+    lists (``fused_ranking``):
+
+        s(x) = (1 - a) z_U(cos(w, x_image)) + a z_U(cos(q, x_joint)),  a = FUSION_TEXT_SHARE
+
+    the score-level fusion of multimodal retrieval (P. K. Atrey et al., "Multimodal
+    fusion for multimedia analysis: a survey", Multimedia Systems 2010). Without text it
+    is ``svm``; with text but no image marked good, a text search. Scores are fused
+    z-scores, not cosines.
+    """
+    image_space, text_space = context.info.image_space, context.info.text_space
+    text = text_query(context, text_space)
+    positives, negatives = marked_examples(context, image_space)
+    if text is None:
+        return rank_svm(context, k)
+    if not len(positives):
+        return search_direction(context, text_space, text, k)
+    random = pseudo_negatives(context, image_space, PSEUDO_NEGATIVES)
+    w = exemplar_svm(build_examples(positives, negatives, random), positives)
+    w_unit = (w / max(float(np.linalg.norm(w)), 1e-12)).astype(np.float32)
+    parts = [
+        (image_space, w_unit, 1.0 - FUSION_TEXT_SHARE),
+        (text_space, text.astype(np.float32), FUSION_TEXT_SHARE),
+    ]
+    return fused_ranking(context, parts, k)
