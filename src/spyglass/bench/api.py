@@ -2,7 +2,8 @@
 
 Indexes about 11,000 real images (PACS and Caltech-101 from ``--data``; an ``--index``
 folder is reused, so the index is built once), then times warm text queries with
-k = 100 three ways, one request at a time, in the same run:
+k = 100 three ways, one request at a time, interleaved query by query so that all three
+see the same load on a shared machine:
 
 * ``engine``: ``Spyglass.search`` called directly (the baseline: no HTTP at all);
 * ``asgi``: the real app, in process, through httpx's ASGI transport (routing,
@@ -25,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -151,37 +153,47 @@ def serve_in_thread(app: Any) -> tuple[Any, str]:
     return server, f"http://127.0.0.1:{port}"
 
 
-def bench_asgi(app: Any, queries: list[str]) -> list[float]:
-    import httpx
+class AsgiClient:
+    """The app in process through httpx's ASGI transport, driven from synchronous code
+    (one event loop kept for the whole run)."""
 
-    async def run() -> list[float]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
-            samples = []
-            for text in queries:
-                started = time.perf_counter()
-                response = await client.post("/api/search", json={"text": text, "limit": K})
-                samples.append(time.perf_counter() - started)
-                if response.status_code != 200 or len(response.json()["results"]) != K:
-                    raise click.ClickException(f"bad answer: {response.text[:200]}")
-            return samples
+    def __init__(self, app: Any) -> None:
+        import httpx
 
-    return asyncio.run(run())
+        self.loop = asyncio.new_event_loop()
+        self.client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1"
+        )
+
+    def search(self, text: str) -> None:
+        response = self.loop.run_until_complete(
+            self.client.post("/api/search", json={"text": text, "limit": K})
+        )
+        check(response)
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.client.aclose())
+        self.loop.close()
 
 
-def bench_http(url: str, queries: list[str]) -> list[float]:
-    import httpx
+def check(response: Any) -> None:
+    if response.status_code != 200 or len(response.json()["results"]) != K:
+        raise click.ClickException(f"bad answer: {response.text[:200]}")
 
-    with httpx.Client(base_url=url, timeout=60) as client:
 
-        def call(text: str) -> None:
-            response = client.post("/api/search", json={"text": text, "limit": K})
-            if response.status_code != 200 or len(response.json()["results"]) != K:
-                raise click.ClickException(f"bad answer: {response.text[:200]}")
-
-        for text in queries[:10]:
-            call(text)  # warm the connection
-        return timed(call, queries)
+def interleaved(
+    ways: dict[str, Callable[[str], Any]], queries: list[str]
+) -> dict[str, list[float]]:
+    """Time every way on every query, rotating which goes first, so that all ways see
+    the same machine load (this machine is shared)."""
+    names = list(ways)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for n, text in enumerate(queries):
+        for name in names[n % len(names) :] + names[: n % len(names)]:
+            started = time.perf_counter()
+            ways[name](text)
+            samples[name].append(time.perf_counter() - started)
+    return samples
 
 
 def bench_thumbnails(url: str, ids: list[int]) -> dict[str, float]:
@@ -223,11 +235,25 @@ def bench_map(engine: Spyglass, threads: int) -> dict[str, float]:
 )
 @click.option("--requests", default=300, show_default=True, help="Timed queries per way.")
 @click.option("--map/--no-map", "with_map", default=True, help="Also time the map's t-SNE.")
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    help="Threads per request for the model and FAISS, in every way (as `spyglass serve`).",
+)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
 def command(
-    data: str, index_dir: str | None, requests: int, with_map: bool, out: str | None
+    data: str,
+    index_dir: str | None,
+    requests: int,
+    with_map: bool,
+    threads: int,
+    out: str | None,
 ) -> None:
     """Warm text-search latency (k=100) at the API against the engine call alone."""
+    import faiss
+    import httpx
+
     from spyglass.server import ServerSettings, create_app
 
     runtime = runtime_settings()
@@ -236,39 +262,50 @@ def command(
         scratch = tempfile.TemporaryDirectory(prefix="spyglass-bench-api-")
         index_dir = scratch.name
     results: dict[str, Any] = build_index(Path(data), Path(index_dir), runtime)
+    results["load_average_1m_at_start"] = os.getloadavg()[0]
     queries = [QUERIES[n % len(QUERIES)] for n in range(requests)]
-    with Spyglass.open(index_dir, runtime=runtime) as engine:
+    faiss.omp_set_num_threads(threads)  # this thread runs the engine baseline
+    with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
         results["images"] = engine.index.count()
+        results["threads_per_request"] = threads
         with tempfile.TemporaryDirectory() as thumbs:
             settings = ServerSettings.for_binding(
-                "127.0.0.1", 0, None, thumbnail_dir=Path(thumbs) / "thumbnails"
+                "127.0.0.1",
+                0,
+                None,
+                thumbnail_dir=Path(thumbs) / "thumbnails",
+                search_threads=threads,
             )
             app = create_app(engine, settings)
-
-            def engine_call(text: str) -> None:
-                engine.search(Query((TextTerm(text),), k=K))
-
-            timed(engine_call, QUERIES)  # warm: sessions, FAISS matrix, page cache
-            ways = {
-                "engine": percentiles(timed(engine_call, queries)),
-                "asgi": percentiles(bench_asgi(app, QUERIES[:10] + queries)[10:]),
-            }
             server, url = serve_in_thread(app)
+            asgi = AsgiClient(app)
+            http = httpx.Client(base_url=url, timeout=60)
             try:
-                ways["http"] = percentiles(bench_http(url, queries))
+                ways: dict[str, Callable[[str], Any]] = {
+                    "engine": lambda text: engine.search(Query((TextTerm(text),), k=K)),
+                    "asgi": asgi.search,
+                    "http": lambda text: check(
+                        http.post("/api/search", json={"text": text, "limit": K})
+                    ),
+                }
+                interleaved(ways, QUERIES)  # warm: sessions, FAISS matrix, connections
+                samples = interleaved(ways, queries)
                 sample = engine.search(Query((TextTerm("a dog"),), k=K))
                 results.update(bench_thumbnails(url, [r.image_id for r in sample]))
             finally:
+                http.close()
+                asgi.close()
                 server.should_exit = True
-        results["latency"] = ways
+        results["latency"] = latency = {name: percentiles(s) for name, s in samples.items()}
         for way in ("asgi", "http"):
             for stat in ("p50", "p95"):
-                base = ways["engine"][f"{stat}_ms"]
-                results[f"{way}_vs_engine_{stat}"] = ways[way][f"{stat}_ms"] / base
+                base = latency["engine"][f"{stat}_ms"]
+                results[f"{way}_vs_engine_{stat}"] = latency[way][f"{stat}_ms"] / base
         if with_map:
             results.update(bench_map(engine, threads=1))
             results.update(bench_map(engine, threads=os.cpu_count() or 1))
     results["k"] = K
+    results["load_average_1m_at_end"] = os.getloadavg()[0]
     results["cpu_count"] = os.cpu_count()
     results["machine"] = platform.processor() or platform.machine()
     if scratch is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import click
 
 from spyglass.cli.options import device_option, index_option, runtime_settings
@@ -38,6 +40,13 @@ from spyglass.errors import MissingDependency
     show_default=True,
     help="Most images drawn on the collection map (a random sample beyond).",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="Threads one request may use for the model and the vector search (default: 1, "
+    "or SPYGLASS_THREADS; requests run in parallel anyway).",
+)
 @device_option
 def serve_command(
     index_dir: str,
@@ -47,6 +56,7 @@ def serve_command(
     max_upload_mb: int,
     follow_links: bool,
     map_points: int,
+    threads: int | None,
     device: str | None,
 ) -> None:
     """Serve the search page and the JSON API (OpenAPI at /openapi.json)."""
@@ -71,6 +81,8 @@ def serve_command(
         )
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
         raise click.UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters long")
+    runtime = runtime_settings(device)
+    threads = threads or runtime.threads or 1
     settings = ServerSettings.for_binding(
         host,
         port,
@@ -78,8 +90,9 @@ def serve_command(
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         follow_links_out=follow_links,
         map_max_points=map_points,
+        search_threads=threads,
     )
-    with Spyglass.open(index_dir, runtime=runtime_settings(device)) as engine:
+    with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
         app = create_app(engine, settings)
         shown = f"[{host}]" if ":" in host else host
         count = engine.index.count()

@@ -23,6 +23,9 @@ from spyglass.store.index import Index
 
 #: Longest path a client may send (PATH_MAX on Linux).
 MAX_PATH_LENGTH = 4096
+#: Seconds a :meth:`ImageGate.servable` answer is reused, and how many are kept.
+SERVABLE_TTL = 60.0
+SERVABLE_CACHE_SIZE = 200_000
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class ImageGate:
         self._roots: tuple[list[str], list[str]] = ([], [])
         self._roots_at = -1e9
         self._lock = threading.Lock()
+        self._servable: dict[tuple[str, ...], tuple[bool, float]] = {}
 
     # -- roots ------------------------------------------------------------------------
 
@@ -110,14 +114,29 @@ class ImageGate:
 
     def servable(self, paths: tuple[str, ...]) -> bool:
         """Whether one of these catalogue paths passes the location checks (nothing is
-        read: a file that changed since indexing is found out only when it is read)."""
+        read: a file that changed since indexing is found out only when it is read).
+
+        Advisory (it decides whether a result offers a thumbnail URL), so answers are
+        kept for ``SERVABLE_TTL`` seconds: resolving links costs a system call per
+        folder of each path. :meth:`read` always checks afresh."""
+        now = time.monotonic()
+        with self._lock:
+            known = self._servable.get(paths)
+        if known is not None and now - known[1] < SERVABLE_TTL:
+            return known[0]
+        answer = False
         for path in paths:
             try:
                 self.check_inside(path)
             except ApiProblem:
                 continue
-            return True
-        return False
+            answer = True
+            break
+        with self._lock:
+            if len(self._servable) > SERVABLE_CACHE_SIZE:
+                self._servable.clear()
+            self._servable[paths] = (answer, now)
+        return answer
 
     def read(self, image_id: int) -> ServedFile:
         """The bytes of an indexed image from the first of its files that is inside the

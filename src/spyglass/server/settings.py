@@ -56,6 +56,10 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = field(default=())
     #: Seconds between checks for images another process added to the index.
     refresh_seconds: float = 10.0
+    #: Threads one request's vector search may use. Requests already run in parallel
+    #: in uvicorn's thread pool; on a busy machine one OpenMP thread per request is
+    #: many times faster than several that wait for each other (docs/bench-api.md).
+    search_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:

@@ -53,8 +53,21 @@ class ServerState:
         #: (layout, ids of it the server will not show), see routes.collection.
         self.map_unserved: tuple[MapLayout, list[int]] | None = None
         self._refresh_lock = threading.Lock()
+        self._thread_state = threading.local()
         self._refreshed_at = time.monotonic()
         self._searchable = index.count()
+
+    def prepare_thread(self) -> None:
+        """Give FAISS this thread's share of threads, once per thread of the pool.
+
+        OpenMP keeps its thread count per calling thread, so setting it once at start
+        would not reach the pool's threads."""
+        if getattr(self._thread_state, "prepared", False):
+            return
+        import faiss
+
+        faiss.omp_set_num_threads(self.settings.search_threads)
+        self._thread_state.prepared = True
 
     def searchable(self) -> int:
         """Images a search can return now (picks up other processes' indexing)."""

@@ -485,4 +485,4 @@ def test_index_status_lists_skipped_files(page: Any, live_server: LiveServer) ->
     assert "notes.jpg" in str(skipped.first.text_content())
     screenshot(page, "10-index-status")
     page.keyboard.press("Escape")  # closes the dialog, and only the dialog
-    page.wait_for_selector("#status-dialog:not([open])")
+    until(page, "!document.querySelector('#status-dialog').open")

@@ -55,6 +55,7 @@ def result_thumbnail(request: Request, state: ServerState, result: SearchResult)
 
 def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool]:
     """Results of a built query, and whether the ranking goes on after them."""
+    state.prepare_thread()
     query = built.query
     searchable = state.searchable()
     if query.offset >= searchable:

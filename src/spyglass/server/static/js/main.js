@@ -130,7 +130,7 @@ function buildRequest() {
     rerank: $("rerank-method").value || "none",
   };
   const source = queryImage.source;
-  if (source && source.kind === "upload") body.upload_id = source.uploadId;
+  if (source && source.kind === "upload" && source.uploadId) body.upload_id = source.uploadId;
   if (source && source.kind === "id") body.image_id = source.id;
   if (queryImage.region) body.region = queryImage.region;
   return body;
@@ -180,7 +180,10 @@ const grid = new ResultGrid($("grid-scroll"), $("grid-sizer"), {
   needMore: () => loadMore(),
 });
 
-async function search() {
+async function search(retried = false) {
+  if (queryImage.source && queryImage.source.kind === "upload" && !queryImage.source.uploadId) {
+    return; // still uploading: the upload searches when it is done
+  }
   const body = buildRequest();
   if (describeEmpty(body)) {
     toast("Type a description, add an image, or mark results as good");
@@ -206,6 +209,16 @@ async function search() {
     $("export-csv").disabled = $("export-json").disabled = page.results.length === 0;
     afterResults();
   } catch (error) {
+    if (error.code === "unknown-upload" && !retried && queryImage.file) {
+      // The server forgets old uploads: send the image again, once.
+      try {
+        const upload = await api.uploadImage(queryImage.file);
+        queryImage.source = { kind: "upload", uploadId: upload.upload_id };
+        return search(true);
+      } catch (again) {
+        error = again;
+      }
+    }
     if (generation === state.generation) {
       summary("");
       showError(error);
@@ -524,6 +537,7 @@ $("lightbox-search").addEventListener("click", () => {
   selectTab("results");
   searchByImage(id);
 });
+$("token-dialog").addEventListener("cancel", (event) => event.preventDefault()); // nothing works without it
 $("token-form").addEventListener("submit", (event) => {
   event.preventDefault();
   useToken($("token-input").value);

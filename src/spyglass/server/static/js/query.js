@@ -16,6 +16,7 @@ export class QueryImage {
     this.el = elements;
     this.handlers = handlers;
     this.source = null; // {kind: "upload", uploadId} | {kind: "id", id}
+    this.file = null;
     this.region = null;
     this.objectUrl = null;
     this.drag = null;
@@ -53,6 +54,7 @@ export class QueryImage {
     if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
     this.objectUrl = URL.createObjectURL(file);
     this.show({ kind: "upload", uploadId }, this.objectUrl);
+    this.file = file; // kept to upload again if the server has forgotten it
   }
 
   /** Show an indexed image. */
@@ -61,6 +63,7 @@ export class QueryImage {
   }
 
   show(source, src) {
+    this.file = null;
     this.source = source;
     this.region = null;
     this.el.img.src = src;
@@ -72,6 +75,7 @@ export class QueryImage {
 
   clear() {
     this.source = null;
+    this.file = null;
     this.region = null;
     if (this.objectUrl) URL.revokeObjectURL(this.objectUrl);
     this.objectUrl = null;
