@@ -118,6 +118,7 @@ def test_type_a_query_and_see_results(
     until(page, f"document.body.dataset.results === '{count}'")
     page.evaluate("document.querySelector('#grid-scroll').scrollTop = 1e9")
     until(page, "document.querySelector('.grid-status').textContent.includes('End')")
+    wait_for_thumbnails(page, count=1000)  # the tiles now in view load their thumbnails
     screenshot(page, "01b-scrolled-to-the-end")
 
 
@@ -362,12 +363,28 @@ def test_keyboard_and_export(page: Any, live_server: LiveServer) -> None:
         page.click("#export-json")
     assert download_info.value.suggested_filename.endswith(".json")
 
+    # The larger view, and searching from it.
+    second = shown[1]
+    page.hover(f"#grid-sizer .tile[data-id='{second['id']}']")
+    page.click(f"#grid-sizer .tile[data-id='{second['id']}'] .open")
+    page.wait_for_selector("#lightbox[open]")
+    until(page, "document.querySelector('#lightbox-path').textContent.length > 0")
+    until(page, "document.querySelector('#lightbox-image').naturalWidth > 0")
+    assert second["title"].split("\n")[0] == page.text_content("#lightbox-path")
+    original = page.get_attribute("#lightbox-original", "href")
+    assert original == f"/api/images/{second['id']}/original"
+    screenshot(page, "07a-lightbox")
+    before = searches(page)
+    page.click("#lightbox-search")
+    wait_for_search(page, before)
+    assert tiles(page)[0]["id"] == second["id"]
+
     page.keyboard.press("Escape")
     until(page, "document.body.dataset.results === '0'")
     assert page.locator("#grid-sizer .tile").count() == 0
     assert page.input_value("#query-text") == ""
     assert page.is_visible("#results-empty")
-    screenshot(page, "07-cleared")
+    screenshot(page, "07b-cleared")
 
 
 def test_grid_stays_small_with_10000_results(
