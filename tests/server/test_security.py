@@ -15,6 +15,8 @@ from spyglass.server import ServerSettings, create_app
 from spyglass.server.security import SESSION_COOKIE
 from spyglass.server.settings import is_loopback
 
+from .conftest import Collection
+
 pytestmark = pytest.mark.slow
 
 TOKEN = "correct-horse-battery-staple-42"
@@ -110,6 +112,21 @@ def test_loopback_without_token_checks_the_host(server_engine: Spyglass) -> None
             assert response.status_code == status, host
             if status == 400:
                 assert response.json()["error"]["code"] == "wrong-host"
+
+
+def test_other_sites_pages_are_refused(client: TestClient, collection: Collection) -> None:
+    photo = (collection.root / "photos" / "07_Kite.jpg").read_bytes()
+    for origin in ("http://attacker.example", "null", "http://127.0.0.1:9999"):
+        headers = {"Origin": origin}
+        response = client.post("/api/uploads", files={"image": ("k.jpg", photo)}, headers=headers)
+        assert response.status_code == 403 and response.json()["error"]["code"] == "cross-origin"
+        search = client.post("/api/search", json={"text": "a cup"}, headers=headers)
+        assert search.status_code == 403
+    # The page itself sends its own origin.
+    same = client.post(
+        "/api/search", json={"text": "a cup", "limit": 1}, headers={"Origin": "http://127.0.0.1"}
+    )
+    assert same.status_code == 200
 
 
 def test_security_headers(client: TestClient) -> None:

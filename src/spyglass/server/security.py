@@ -5,6 +5,9 @@ One ASGI middleware, in front of everything:
 * **Host check.** On loopback without a token, a request must name this machine in its
   ``Host`` header; a web page that re-binds its own DNS name to 127.0.0.1 cannot read
   the API through a victim's browser.
+* **Origin check.** A request that a browser sends from another site's page (its
+  ``Origin`` is not this server) is refused, so a form elsewhere cannot make the server
+  work, token or not.
 * **Token.** With a token, every request for data must carry it, as
   ``Authorization: Bearer <token>`` (API clients) or as the session cookie the page
   gets from ``POST /api/session`` (an ``<img>`` cannot send a header). The cookie holds
@@ -114,6 +117,11 @@ class Guard:
         if self.allowed_hosts and _host_name(headers) not in self.allowed_hosts:
             await _refuse(send_with_headers, 400, "wrong-host", "unexpected Host header")
             return
+        if not _same_origin(headers):
+            await _refuse(
+                send_with_headers, 403, "cross-origin", "requests from other sites are refused"
+            )
+            return
         if self.settings.token and not self.is_public(path) and not self.authorised(headers):
             await _refuse(
                 send_with_headers,
@@ -155,6 +163,17 @@ class Guard:
         if token_matches(bearer_token(headers), self.settings.token):
             return True
         return token_matches(cookie_value(headers, SESSION_COOKIE), self.session)
+
+
+def _same_origin(headers: Headers) -> bool:
+    """False for a browser request sent by another site's page. Browsers name the page's
+    origin on every cross-origin request and on same-origin POSTs; a form on another
+    site can still POST here without CORS, so its Origin is checked against Host."""
+    origin = headers.get("origin")
+    if origin is None:
+        return True  # not from a browser page (curl, scripts), or a same-origin GET
+    netloc = origin.partition("://")[2].strip().lower()
+    return bool(netloc) and netloc == headers.get("host", "").strip().lower()
 
 
 def _host_name(headers: Headers) -> str:
