@@ -230,8 +230,12 @@ def test_click_a_result_then_draw_a_region(
     page.fill("#modifier", "a helmet")
     page.press("#modifier", "Enter")
     wait_for_search(page, before)
-    assert '"a helmet"' in summary(page) and "region" in summary(page)
-    assert "× 0.50" in summary(page)
+    assert '"a helmet" × 0.50' in summary(page) and "region" in summary(page)
+    before = searches(page)
+    page.fill("#balance", "80")  # the slider: 80% image, 20% words
+    wait_for_search(page, before)
+    assert "× 0.80" in summary(page) and '"a helmet" × 0.20' in summary(page)
+    assert page.text_content("#image-share") == "80%"
 
 
 def test_feedback_and_rerank(page: Any, live_server: LiveServer, collection: Collection) -> None:
