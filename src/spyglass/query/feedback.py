@@ -47,8 +47,6 @@ SEESAW_SCALE = 10.0
 SEESAW_LAMBDA = 1.0
 #: Half-width of the quadratic part of the smoothed hinge (see ``smooth_hinge``).
 HINGE_SMOOTHING = 0.1
-#: A marked-bad image outweighs a random pseudo-negative by this factor.
-MARKED_NEGATIVE_WEIGHT = 10.0
 #: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
 #: share of the fused score.
 FUSION_DEPTH = 1000
@@ -106,22 +104,22 @@ def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray
 def build_examples(
     positives: np.ndarray, marked_negatives: np.ndarray, random_negatives: np.ndarray
 ) -> Examples:
-    """Stack the examples and weigh them as an SVM's C * sum of losses with balanced
-    classes (scikit-learn's ``class_weight="balanced"``, the exemplar-SVM recipe): the
-    weights average 1 and each class holds half of them; a marked negative weighs
-    ``MARKED_NEGATIVE_WEIGHT`` random ones."""
+    """Stack the examples and weigh them as an SVM's C * sum of losses, n examples in all.
+
+    Images marked good and random images are balanced (scikit-learn's
+    ``class_weight="balanced"``, the exemplar-SVM recipe): each side holds n/2. An image
+    marked bad weighs what one marked good does: the user's marks count alike whichever
+    way they go, and a few of them are not drowned by a thousand random images."""
     vectors = np.concatenate([positives, marked_negatives, random_negatives]).astype(np.float64)
     labels = np.concatenate(
         [np.ones(len(positives)), -np.ones(len(marked_negatives) + len(random_negatives))]
     )
-    negative_share = np.concatenate(
-        [np.full(len(marked_negatives), MARKED_NEGATIVE_WEIGHT), np.ones(len(random_negatives))]
-    )
     half = len(vectors) / 2
+    per_mark = half / max(len(positives), 1)
     weights = np.concatenate(
         [
-            np.full(len(positives), half / max(len(positives), 1)),
-            half * negative_share / max(float(negative_share.sum()), 1.0),
+            np.full(len(positives) + len(marked_negatives), per_mark),
+            np.full(len(random_negatives), half / max(len(random_negatives), 1)),
         ]
     )
     return Examples(vectors, labels, weights)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from spyglass.query.feedback import (
-    MARKED_NEGATIVE_WEIGHT,
     LinearObjective,
     build_examples,
     exemplar_svm,
@@ -82,16 +81,19 @@ def test_logistic_loss_is_stable_for_large_margins() -> None:
 # -- examples ---------------------------------------------------------------------------
 
 
-def test_examples_balance_the_classes_and_weigh_marked_negatives_more() -> None:
+def test_examples_balance_marked_against_random_and_weigh_every_mark_alike() -> None:
     rng = np.random.default_rng(1)
     positives, marked, random = (unit(rng.normal(size=(n, 4))) for n in (3, 2, 50))
     examples = build_examples(positives, marked, random)
     assert examples.vectors.shape == (55, 4)
     np.testing.assert_array_equal(examples.labels, [1] * 3 + [-1] * 52)
-    # Balanced classes, weights averaging 1 (an SVM's sum of hinge losses).
-    assert examples.weights[examples.labels > 0].sum() == pytest.approx(55 / 2)
-    assert examples.weights[examples.labels < 0].sum() == pytest.approx(55 / 2)
-    assert examples.weights[3] / examples.weights[5] == pytest.approx(MARKED_NEGATIVE_WEIGHT)
+    # The weights of an SVM's sum of losses: the good images hold half of the n = 55,
+    # the random ones the other half, and a bad mark weighs what a good one does.
+    weights = examples.weights
+    assert weights[:3].sum() == pytest.approx(55 / 2)
+    assert weights[5:].sum() == pytest.approx(55 / 2)
+    np.testing.assert_allclose(weights[:5], 55 / 2 / 3)
+    np.testing.assert_allclose(weights[5:], 55 / 2 / 50)
 
 
 # -- the objective ----------------------------------------------------------------------
@@ -196,10 +198,25 @@ def test_seesaw_is_pulled_to_the_scaled_text_vector_by_a_strong_prior() -> None:
     np.testing.assert_allclose(strong, 10.0 * text, atol=1e-3)
 
 
-@pytest.mark.parametrize("text_weight", [0.0, 1000.0])
-def test_fit_linear_reaches_a_stationary_point(text_weight: float) -> None:
+@pytest.mark.parametrize(
+    ("loss", "text_weight", "center_scale"),
+    [(smooth_hinge, 0.0, None), (smooth_hinge, 1000.0, None), (logistic_loss, 0.0, 10.0)],
+)
+def test_fit_linear_agrees_with_scipy_run_to_a_tight_tolerance(
+    loss, text_weight, center_scale
+) -> None:
+    from scipy.optimize import minimize
+
     examples, _, text = small_problem(seed=17)
-    objective = LinearObjective(examples, smooth_hinge, 10.0, text=text, text_weight=text_weight)
+    center = None if center_scale is None else center_scale * text
+    objective = LinearObjective(
+        examples, loss, 10.0, center=center, text=text, text_weight=text_weight
+    )
+    start = np.append(text, 0.0)
+    reference = minimize(
+        objective, start, jac=True, method="L-BFGS-B", options={"ftol": 1e-15, "gtol": 1e-12}
+    )
     fitted = fit_linear(objective, text)
-    gradient = objective(fitted)[1]
-    assert np.abs(gradient).max() < 1e-4 * max(1.0, text_weight)
+    assert objective(fitted)[0] <= reference.fun * (1 + 1e-7)
+    w, w_ref = fitted[:-1], reference.x[:-1]
+    assert float(w @ w_ref / np.linalg.norm(w) / np.linalg.norm(w_ref)) > 1 - 1e-7
