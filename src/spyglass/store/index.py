@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -60,6 +61,7 @@ class Index:
         self.stores = dict(stores)
         self._lock_handle = lock_handle
         self._dead: set[int] = set()
+        self._state_lock = threading.RLock()
 
     # -- opening -----------------------------------------------------------------------
 
@@ -205,7 +207,7 @@ class Index:
 
     def _apply_alive(self, died: set[int], revived: set[int]) -> None:
         self._dead = (self._dead | died) - revived
-        for store in self.stores.values():
+        for store in list(self.stores.values()):
             if died:
                 store.set_hidden(died, True)
             if revived:
@@ -219,17 +221,22 @@ class Index:
 
     def refresh(self) -> None:
         """See what another process committed since this index was opened."""
-        rows = self.catalogue.space_rows()
-        for space, (dims, committed) in rows.items():
-            store = self.stores.get(space)
-            if store is None:
-                self.stores[space] = LocalVectorStore(
-                    self.folder / "vectors", space, dims, committed
-                )
-            elif isinstance(store, LocalVectorStore):
-                store.reload(committed)
-        dead = set(self.catalogue.dead_image_ids())
-        self._apply_alive(dead - self._dead, self._dead - dead)
+        with self._state_lock:
+            rows = self.catalogue.space_rows()
+            stores = dict(self.stores)
+            for space, (dims, committed) in rows.items():
+                store = stores.get(space)
+                if store is None:
+                    stores[space] = LocalVectorStore(
+                        self.folder / "vectors", space, dims, committed
+                    )
+                    stores[space].set_hidden(self._dead, True)
+                elif isinstance(store, LocalVectorStore):
+                    store.reload(committed)
+            # Swap, never mutate: readers iterating the old dict are not disturbed.
+            self.stores = stores
+            dead = set(self.catalogue.dead_image_ids())
+            self._apply_alive(dead - self._dead, self._dead - dead)
 
     def count(self) -> int:
         """Images (distinct contents) that can be found."""
