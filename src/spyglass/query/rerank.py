@@ -124,20 +124,14 @@ def rerank_aqe(context: RankContext, ranking: Ranking) -> Ranking:
 # -- k-reciprocal re-ranking -------------------------------------------------------------
 
 
-def _nearest(distances: np.ndarray, k: int) -> np.ndarray:
-    """(m, m) bool: [i, j] when j is among i's k nearest points, i itself included
-    (i's own distance is 0, so its k + 1 first points in the stable order)."""
+def neighbour_ranks(distances: np.ndarray) -> np.ndarray:
+    """(m, m) int: [i, j] = the rank of j among i's neighbours, nearest first (i itself is
+    rank 0: its distance is 0; ties go to the lower index)."""
     order = np.argsort(distances, axis=1, kind="stable")
-    member = np.zeros(distances.shape, bool)
+    ranks = np.empty_like(order)
     rows = np.arange(len(distances))[:, None]
-    member[rows, order[:, : k + 1]] = True
-    return member
-
-
-def _reciprocal(distances: np.ndarray, k: int) -> np.ndarray:
-    """(m, m) bool R(i, k): j in N(i, k) and i in N(j, k)."""
-    near = _nearest(distances, k)
-    return near & near.T
+    ranks[rows, order] = np.arange(len(distances))[None, :]
+    return ranks
 
 
 def kreciprocal_distances(
@@ -149,19 +143,24 @@ def kreciprocal_distances(
     """Zhong et al.'s final distance from point 0 (the query) to every point.
 
     ``distances`` (m, m) symmetric, zero diagonal. Returns (m,) float64
-    d*(0, j) = (1 - lambda) d_J(0, j) + lambda d(0, j)."""
+    d*(0, j) = (1 - lambda) d_J(0, j) + lambda d(0, j). N(i, k) is i itself and its k
+    nearest points; set sizes are counted with float32 matrix products (exact for counts
+    this small, and fast)."""
     m = len(distances)
     k1 = min(k1, m - 1)
     half = max(round(k1 / 2), 1)
-    r_k1 = _reciprocal(distances, k1)
-    r_half = _reciprocal(distances, half)
+    ranks = neighbour_ranks(distances)
+    near_k1, near_half = ranks <= k1, ranks <= half
+    r_k1 = near_k1 & near_k1.T  # R(i, k1): j in N(i, k1) and i in N(j, k1)
+    r_half = near_half & near_half.T
     # R*(i): R(i, k1) plus R(j, k1/2) for each j in R(i, k1) sharing >= 2/3 of it.
-    shared = r_k1.astype(np.int32) @ r_half.T.astype(np.int32)
-    take = r_k1 & (shared >= (2.0 / 3.0) * r_half.sum(axis=1)[None, :])
-    expanded = r_k1 | ((take.astype(np.int32) @ r_half.astype(np.int32)) > 0)
+    r_k1_f, r_half_f = r_k1.astype(np.float32), r_half.astype(np.float32)
+    shared = r_k1_f @ r_half_f.T
+    take = r_k1 & (shared >= (2.0 / 3.0) * r_half_f.sum(axis=1)[None, :])
+    expanded = r_k1 | ((take.astype(np.float32) @ r_half_f) > 0)
     v = np.where(expanded, np.exp(-distances), 0.0)
     # Local query expansion: average V over each point's k2 nearest (itself included).
-    near_k2 = _nearest(distances, min(k2, m - 1)).astype(np.float64)
+    near_k2 = (ranks <= min(k2, m - 1)).astype(np.float64)
     v = (near_k2 @ v) / near_k2.sum(axis=1, keepdims=True)
     jaccard = 1.0 - np.minimum(v[0], v).sum(axis=1) / np.maximum(
         np.maximum(v[0], v).sum(axis=1), 1e-12

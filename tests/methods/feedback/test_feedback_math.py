@@ -104,7 +104,9 @@ def small_problem(seed: int = 0, dims: int = 6):
     positives = unit(rng.normal(size=(4, dims)) + 1.5 * np.eye(dims)[0])
     negatives = unit(rng.normal(size=(30, dims)))
     marked = unit(rng.normal(size=(2, dims)) + np.eye(dims)[1])
-    return build_examples(positives, marked, negatives), positives, unit(rng.normal(size=dims))
+    # float64 examples: finite differences need the objective to full precision.
+    examples = build_examples(positives, marked, negatives, np.float64)
+    return examples, positives, unit(rng.normal(size=dims))
 
 
 @pytest.mark.parametrize(
@@ -161,7 +163,7 @@ def test_svm_on_a_two_dimensional_toy_matches_a_brute_force_grid_search() -> Non
     # Two clusters on the circle; the objective is minimised over a dense (w1, w2, b) grid.
     positives = unit(np.array([[1.0, 0.2], [1.0, -0.1], [0.9, 0.3]]))
     negatives = unit(np.array([[-0.2, 1.0], [0.1, 1.0], [-1.0, 0.3], [-0.5, -1.0], [0.3, 1.0]]))
-    examples = build_examples(positives, np.zeros((0, 2)), negatives)
+    examples = build_examples(positives, np.zeros((0, 2)), negatives, np.float64)
     w = exemplar_svm(examples, positives, l2=0.3)
     objective = LinearObjective(examples, smooth_hinge, 0.3)
     fitted = objective(fit_linear(objective, positives.mean(axis=0)))[0]
@@ -220,3 +222,16 @@ def test_fit_linear_agrees_with_scipy_run_to_a_tight_tolerance(
     assert objective(fitted)[0] <= reference.fun * (1 + 1e-7)
     w, w_ref = fitted[:-1], reference.x[:-1]
     assert float(w @ w_ref / np.linalg.norm(w) / np.linalg.norm(w_ref)) > 1 - 1e-7
+
+
+def test_float32_examples_fit_the_same_direction_as_float64() -> None:
+    rng = np.random.default_rng(23)
+    positives = unit(rng.normal(size=(5, 64)) + 2.0 * np.eye(64)[0])
+    negatives = unit(rng.normal(size=(300, 64)))
+    text = unit(rng.normal(size=64) + np.eye(64)[0])
+    directions = []
+    for dtype in (np.float32, np.float64):
+        examples = build_examples(positives, np.zeros((0, 64)), negatives, dtype)
+        w = svm_with_text(examples, text, l2=10.0, text_weight=1000.0)
+        directions.append(w / np.linalg.norm(w))
+    assert float(directions[0] @ directions[1]) > 1 - 1e-6
