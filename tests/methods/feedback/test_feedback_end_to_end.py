@@ -88,9 +88,10 @@ def test_marking_images_bad_sinks_them(caltech: Caltech) -> None:
     bad = tuple(i for i in text_only[:30] if caltech.labels[i] != label)[:3]
     assert bad, "the text query should show some wrong images in its top 30"
     good = tuple(i for i in text_only[:30] if caltech.labels[i] == label)[:3]
-    # Measured on this query: the marked images leave the top 200 with these methods;
-    # rocchio (gamma = 0.15) barely moves them, and seesaw and svm-text, whose text prior
-    # dominates, can even lift one (docs/methods.md).
+    # Measured on this query: these methods push each marked image down by 30 places or
+    # more (svm and svm-fusion below rank 250); rocchio (gamma = 0.15) barely moves them,
+    # and seesaw and svm-text, whose text prior dominates, can even lift one
+    # (docs/methods.md).
     for method in ("svm", "svm-fusion", "sum"):
         # The same marks of good images, with and without the marks of bad ones.
         without = caltech.ranked_ids(
