@@ -507,8 +507,8 @@ def rank_svm_fusion(context: RankContext, k: int) -> Ranking:
 
     the score-level fusion of multimodal retrieval (P. K. Atrey et al., "Multimodal
     fusion for multimedia analysis: a survey", Multimedia Systems 2010). Without text it
-    is ``svm``; with text but no image marked good, a text search. Scores are fused
-    z-scores, not cosines.
+    is ``svm``; with text but no image marked good, ``rocchio`` (the text, moved away
+    from any images marked bad). Scores are fused z-scores, not cosines.
     """
     image_space, text_space = context.info.image_space, context.info.text_space
     text = text_query(context, text_space)
@@ -516,7 +516,7 @@ def rank_svm_fusion(context: RankContext, k: int) -> Ranking:
     if text is None:
         return rank_svm(context, k)
     if not len(positives):
-        return search_direction(context, text_space, text, k)
+        return rank_rocchio(context, k)
     random = pseudo_negatives(context, image_space, PSEUDO_NEGATIVES)
     w = exemplar_svm(build_examples(positives, negatives, random), positives)
     w_unit = (w / max(float(np.linalg.norm(w)), 1e-12)).astype(np.float32)
