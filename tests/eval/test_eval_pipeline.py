@@ -172,7 +172,8 @@ def test_a_full_ranking_reranks_only_the_top(caltech) -> None:
         assert len(reranked) == len(plain)
         top = {i for i, _ in plain[:RERANK_DEPTH]}
         assert {i for i, _ in reranked[:RERANK_DEPTH]} == top
-        assert reranked[RERANK_DEPTH:] == plain[RERANK_DEPTH:]
+        # Below the top, the method's order (the engine may adjust those scores).
+        assert [i for i, _ in reranked[RERANK_DEPTH:]] == [i for i, _ in plain[RERANK_DEPTH:]]
 
 
 def test_an_evaluation_waits_for_another_one_indexing(small_caltech, bundled) -> None:
