@@ -10,7 +10,7 @@ Conventions (the same for every protocol):
   different scores is kept as it is (a re-ranker may legitimately reorder).
 * **Relevant items the ranking leaves out** count as never retrieved: ``total_relevant``
   is the number of relevant items in the collection, not in the ranking.
-* **Queries with no relevant item** have no AP: :func:`summarise` leaves them out of
+* **Queries with no relevant item** have no AP: ``results.summarise`` leaves them out of
   every mean and counts them.
 * Precision at K divides by K even when the ranking is shorter (trec_eval's rule).
 * ``recall@K`` is the share of a query's relevant items in its top K; ``hit@K`` is 1 when

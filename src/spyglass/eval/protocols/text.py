@@ -12,8 +12,6 @@ import csv
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from spyglass.errors import InvalidQuery
 from spyglass.eval.datasets import IndexedCollection, class_phrase
 from spyglass.eval.protocols.running import (
@@ -116,8 +114,3 @@ def run_text(
         "query_file": str(query_file) if query_file else None,
     }
     return protocol_result("text", collection, settings, details, methods, COLUMNS, notes)
-
-
-def label_counts(collection: IndexedCollection, column: str) -> dict[str, int]:
-    values, counts = np.unique(collection.column(column).astype(str), return_counts=True)
-    return dict(zip(values.tolist(), counts.tolist(), strict=True))
