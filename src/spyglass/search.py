@@ -12,7 +12,7 @@ from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
 from spyglass.images import crop_region, decode_image, read_image_file
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
-from spyglass.query.rerank import RERANK_DEPTH, get_reranker
+from spyglass.query.rerank import RERANK_DEPTH, get_reranker, resolve_reranker
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import IngestSettings
 from spyglass.store.index import Index
@@ -131,17 +131,24 @@ class Searcher:
 
     def rank(self, query: Query) -> list[tuple[int, float]]:
         """The whole ranking down to ``offset + k``: (image id, score), best first."""
-        method = get_method(query.method)
-        reranker = get_reranker(query.rerank)
+        task = query.task
+        method = get_method(query.method, task)
+        reranker = get_reranker(query.rerank, task)
         context = self.context(query)
         wanted = query.offset + query.k
-        if query.rerank == "none":
+        if resolve_reranker(query.rerank, task) == "none":
             return method(context, wanted)
         ranking = method(context, max(wanted, RERANK_DEPTH))
         # Only the top RERANK_DEPTH are re-ordered (the re-rankers' contract); a longer
-        # ranking (an evaluation asks for all) keeps the method's order below them.
+        # ranking (an evaluation asks for all) keeps the method's order below them, its
+        # scores shifted down by one constant so that scores still fall down the list
+        # (and stay distinct: evaluation breaks ties pessimistically).
         top = reranker(context, ranking[:RERANK_DEPTH])
-        return (top + ranking[RERANK_DEPTH:])[:wanted]
+        tail = ranking[RERANK_DEPTH:wanted]
+        if top and tail:
+            shift = max(0.0, tail[0][1] - min(score for _, score in top)) + 1e-6
+            tail = [(i, score - shift) for i, score in tail]
+        return (top + tail)[:wanted]
 
     def search(self, query: Query) -> list[SearchResult]:
         """Results ``offset .. offset + k`` of the ranking, best first."""

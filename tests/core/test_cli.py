@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -126,3 +127,15 @@ def test_demo_runs_the_quick_start_job(tmp_path: Path):
     lines = result.stdout.splitlines()
     first_hit = lines[lines.index(next(line for line in lines if "a cup of coffee" in line)) + 1]
     assert first_hit.strip().endswith("coffee.png")
+
+
+def test_rankings_longer_than_the_rerank_depth_keep_falling(caltech_engine):
+    from spyglass.query.terms import Query, TextTerm
+
+    engine, _ = caltech_engine
+    ranking = engine.searcher.rank(
+        Query((TextTerm("a photo of a dog"),), k=1000, rerank="kreciprocal")
+    )
+    scores = [score for _, score in ranking]
+    assert len(scores) == 1000
+    assert all(a > b for a, b in itertools.pairwise(scores)), "strictly decreasing"

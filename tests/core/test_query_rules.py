@@ -130,3 +130,23 @@ def test_scaling_all_weights_keeps_the_direction(vector, scale):
     one = weighted_sum([EmbeddedTerm("text", 1.0, {"joint": vector})], "joint")
     scaled = weighted_sum([EmbeddedTerm("text", scale, {"joint": vector})], "joint")
     np.testing.assert_allclose(one, scaled, atol=1e-6)
+
+
+@given(st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_the_kind_of_query_decides_what_default_means(image, text, good, negative_text):
+    from spyglass.query.methods import DEFAULT_METHODS, resolve_method
+    from spyglass.query.rerank import resolve_reranker
+
+    terms = ([ImageTerm(path="q.jpg")] if image else []) + ([TextTerm("a cat")] if text else [])
+    terms += [TextTerm("dogs", -1.0)] if negative_text else []
+    if not (image or text or good):
+        return
+    query = Query(tuple(terms), positives=(1,) if good else ())
+    expected = (
+        "feedback" if good else "image+text" if image and text else "image" if image else "text"
+    )
+    assert query.task == expected  # negative terms never change the kind
+    assert resolve_method("default", expected) == DEFAULT_METHODS[expected]
+    assert resolve_method("slerp", expected) == "slerp"
+    assert resolve_reranker("none", expected) == "none"
+    assert resolve_reranker("default", expected) in ("none", "aqe", "kreciprocal")

@@ -74,11 +74,15 @@ def label_of(collection: Collection, path: str) -> str:
 
 # -- search ---------------------------------------------------------------------------
 
+#: The baseline formula, which the brute-force references compute; "default" may name
+#: another method or a re-ranking (see test_default_means_the_winner_per_kind_of_query).
+SUM = {"method": "sum", "rerank": "none"}
+
 
 def test_text_search_matches_brute_force_and_finds_the_class(
     client: TestClient, server_engine: Spyglass, collection: Collection
 ) -> None:
-    page = search(client, text="an airplane", limit=20)
+    page = search(client, text="an airplane", limit=20, **SUM)
     joint = server_engine.index.info.text_space
     scores = reference(server_engine, joint, text_vector(server_engine, "an airplane"))
     assert_matches_reference(page["results"], scores)
@@ -111,14 +115,14 @@ def test_search_by_indexed_image_by_id_and_by_path(
 ) -> None:
     path = collection.paths_of("sunflower")[0]
     image_id = image_id_of(client, path)
-    by_id = search(client, image_id=image_id, limit=10)["results"]
+    by_id = search(client, image_id=image_id, limit=10, **SUM)["results"]
     assert by_id[0]["id"] == image_id and by_id[0]["score"] == pytest.approx(1.0, abs=1e-3)
     space = server_engine.index.info.image_space
     own = server_engine.index.stores[space].fetch(np.array([image_id]))[0]
     assert_matches_reference(by_id, reference(server_engine, space, own))
     relative = str(path.relative_to(collection.root))
     for given in (str(path), relative):
-        by_path = search(client, image_path=given, limit=10)["results"]
+        by_path = search(client, image_path=given, limit=10, **SUM)["results"]
         assert [r["id"] for r in by_path] == [r["id"] for r in by_id]
 
 
@@ -151,7 +155,7 @@ def test_region_embeds_only_the_crop(
     path = collection.root / "photos" / "30_motorcycle_left.jpg"
     image_id = image_id_of(client, path)
     region = {"left": 0.0, "top": 0.3, "right": 0.5, "bottom": 1.0}
-    page = search(client, image_id=image_id, region=region, limit=15)
+    page = search(client, image_id=image_id, region=region, limit=15, **SUM)
     decoded = decode_image(path.read_bytes(), max_pixels=10**8)
     crop = crop_region(decoded.image, (0.0, 0.3, 0.5, 1.0))
     pixels = np.stack([server_engine.encoder.preprocess(crop)])
@@ -178,6 +182,7 @@ def test_image_and_text_with_weight_and_negative_terms(
             exclude=["a flower"],
             exclude_weight=0.5,
             limit=20,
+            **SUM,
         )
         query = unit(
             weight * image_joint
@@ -194,10 +199,10 @@ def test_feedback_moves_marked_classes_up(
     client: TestClient, server_engine: Spyglass, collection: Collection
 ) -> None:
     query = "a thing"
-    plain = search(client, text=query, limit=20)["results"]
+    plain = search(client, text=query, limit=20, **SUM)["results"]
     good = [image_id_of(client, p) for p in collection.paths_of("starfish")[:3]]
     bad = [r["id"] for r in plain[:3] if label_of(collection, r["path"]) != "starfish"]
-    page = search(client, text=query, positives=good, negatives=bad, limit=20)
+    page = search(client, text=query, positives=good, negatives=bad, limit=20, **SUM)
     joint = server_engine.index.info.text_space
     stores = server_engine.index.stores[joint]
     vector = text_vector(server_engine, query) + stores.fetch(np.array(good)).sum(0)
@@ -209,6 +214,29 @@ def test_feedback_moves_marked_classes_up(
 
     assert starfish(page["results"]) > starfish(plain)
     assert starfish(page["results"]) >= 7
+
+
+def test_default_means_the_winner_per_kind_of_query(
+    client: TestClient, server_engine: Spyglass, collection: Collection
+) -> None:
+    listed = client.get("/api/methods").json()
+    image_id = image_id_of(client, collection.paths_of("cup")[0])
+    good = [image_id_of(client, p) for p in collection.paths_of("starfish")[:2]]
+    for kind, body in (
+        ("text", {"text": "an airplane"}),
+        ("image", {"image_id": image_id}),
+        ("image+text", {"image_id": image_id, "text": "a camera"}),
+        ("feedback", {"text": "a thing", "positives": good}),
+    ):
+        explicit = {
+            "method": listed["default_methods"][kind],
+            "rerank": listed["default_rerankers"][kind],
+        }
+        by_default = search(client, limit=20, **body)["results"]
+        by_name = search(client, limit=20, **body, **explicit)["results"]
+        assert [(r["id"], r["score"]) for r in by_default] == [
+            (r["id"], r["score"]) for r in by_name
+        ], kind
 
 
 def test_every_listed_method_and_reranker_answers(

@@ -110,9 +110,10 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
 )
 @click.option(
     "--rerank",
-    default="none",
+    default="default",
     show_default=True,
-    help="Re-rank the top results: aqe or kreciprocal (see `spyglass models`).",
+    help="Re-rank the top results: none, aqe or kreciprocal; default = the evaluated "
+    "winner for the kind of query (see `spyglass models`).",
 )
 @click.option(
     "--good",
@@ -195,8 +196,8 @@ def search_command(
 def models_command(as_json: bool) -> None:
     """List the named models and the query methods."""
     from spyglass.encoders import model_names
-    from spyglass.query.methods import DEFAULT_METHOD, method_names
-    from spyglass.query.rerank import reranker_names
+    from spyglass.query.methods import DEFAULT_METHOD, DEFAULT_METHODS, TASKS, method_names
+    from spyglass.query.rerank import reranker_names, resolve_reranker
 
     models = {name: spec.get("about", "") for name, spec in model_names().items()}
     methods = method_names()
@@ -208,7 +209,9 @@ def models_command(as_json: bool) -> None:
                     "models": models,
                     "methods": methods,
                     "default_method": DEFAULT_METHOD,
+                    "default_methods": DEFAULT_METHODS,
                     "rerankers": rerankers,
+                    "default_rerankers": {t: resolve_reranker("default", t) for t in TASKS},
                 },
                 indent=2,
             )
@@ -220,9 +223,13 @@ def models_command(as_json: bool) -> None:
     click.echo(
         "  or a local CLIP/SigLIP checkpoint directory, an ONNX export directory, or a hub id"
     )
-    click.echo(f"methods (--method; default = {DEFAULT_METHOD}):")
+    click.echo("methods (--method):")
     for name, about in methods.items():
         click.echo(f"  {name:24} {about}")
     click.echo("re-rankings (--rerank):")
     for name, about in rerankers.items():
         click.echo(f"  {name:24} {about}")
+    click.echo("defaults, by kind of query (what --method/--rerank default means):")
+    for task in TASKS:
+        rerank = resolve_reranker("default", task)
+        click.echo(f"  {task:24} method {DEFAULT_METHODS[task]}, re-ranking {rerank}")

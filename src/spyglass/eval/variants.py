@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from spyglass.errors import InvalidQuery
-from spyglass.query.methods import DEFAULT_METHOD, TASKS, method_names
+from spyglass.query.methods import TASKS, method_names, resolve_method
 from spyglass.query.rerank import get_reranker, reranker_names
 
 
@@ -50,7 +50,7 @@ def select_variants(
     }
     chosen: list[str] = []
     for name in methods or list(for_task):
-        resolved = DEFAULT_METHOD if name == "default" else name
+        resolved = resolve_method(name, tasks[0])
         if resolved not in for_task:
             if resolved in method_names():
                 raise InvalidQuery(

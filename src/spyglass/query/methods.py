@@ -83,8 +83,16 @@ TASKS = ("text", "image", "image+text", "feedback")
 _METHODS: dict[str, MethodFunction] = {}
 _ABOUT: dict[str, str] = {}
 _TASKS: dict[str, tuple[str, ...]] = {}
-#: Which registered method the name "default" means.
+#: The baseline every tool uses, and the default for text-only and image-only queries.
 DEFAULT_METHOD = "sum"
+#: What the method name "default" means for each kind of query: the winners of the
+#: evaluations in docs/methods.md (composed: late fusion; marks: SVM + score fusion).
+DEFAULT_METHODS = {
+    "text": DEFAULT_METHOD,
+    "image": DEFAULT_METHOD,
+    "image+text": "late-fusion",
+    "feedback": "svm-fusion",
+}
 
 
 def register(
@@ -129,9 +137,14 @@ def _load_method_modules() -> None:
                 raise
 
 
-def get_method(name: str) -> MethodFunction:
+def resolve_method(name: str, task: str) -> str:
+    """The registered method a name stands for: ``default`` means the task's winner."""
+    return DEFAULT_METHODS.get(task, DEFAULT_METHOD) if name == "default" else name
+
+
+def get_method(name: str, task: str = "text") -> MethodFunction:
     _load_method_modules()
-    resolved = DEFAULT_METHOD if name == "default" else name
+    resolved = resolve_method(name, task)
     if resolved not in _METHODS:
         known = ", ".join(sorted(_METHODS))
         raise InvalidQuery(f"unknown method '{name}': choose one of default, {known}")

@@ -58,7 +58,8 @@ class Query:
 
     ``positives`` and ``negatives`` are indexed image ids the user marked good or bad;
     ``method`` names how terms are combined (see :mod:`spyglass.query.methods`);
-    ``rerank`` names a re-ranking of the top results (``none`` by default).
+    ``rerank`` names a re-ranking of the top results. ``default`` for either means
+    the winner of the evaluations for the query's :attr:`task`.
     """
 
     terms: tuple[Term, ...] = ()
@@ -68,7 +69,7 @@ class Query:
     method: str = "default"
     positives: tuple[int, ...] = ()
     negatives: tuple[int, ...] = ()
-    rerank: str = "none"
+    rerank: str = "default"
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -90,6 +91,18 @@ class Query:
 
     def with_terms(self, terms: Sequence[Term]) -> Query:
         return replace(self, terms=tuple(terms))
+
+    @property
+    def task(self) -> str:
+        """The kind of query, which decides what ``default`` method and re-ranking mean:
+        ``feedback`` (images marked good or bad), ``image+text``, ``image`` or ``text``."""
+        if self.positives or self.negatives:
+            return "feedback"
+        has_image = any(isinstance(t, ImageTerm) and t.weight > 0 for t in self.terms)
+        has_text = any(isinstance(t, TextTerm) and t.weight > 0 for t in self.terms)
+        if has_image and has_text:
+            return "image+text"
+        return "image" if has_image else "text"
 
 
 def check_region(region: Sequence[float]) -> Region:

@@ -84,7 +84,7 @@ def build_query(
         words.append(f"marked good {list(request.positives)}, bad {list(request.negatives)}")
     if request.method != "default":
         words.append(f"method {request.method}")
-    if request.rerank != "none":
+    if request.rerank not in ("none", "default"):
         words.append(f"re-ranked by {request.rerank}")
 
     query = Query(

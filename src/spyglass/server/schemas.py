@@ -110,7 +110,12 @@ class QueryFields(Strict):
         max_length=64,
         description="How the terms are combined (GET /api/methods lists them).",
     )
-    rerank: str = Field(default="none", max_length=64, description="Re-ranking of the top results.")
+    rerank: str = Field(
+        default="default",
+        max_length=64,
+        description="Re-ranking of the top results (GET /api/methods lists them; "
+        "'default' picks the evaluated winner for the kind of query).",
+    )
     min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
     limit: int = Field(default=50, ge=1, le=1000, description="Results to return.")
@@ -221,6 +226,13 @@ class MethodsResponse(BaseModel):
     methods: dict[str, str]
     default_method: str
     rerankers: dict[str, str]
+    default_methods: dict[str, str] = Field(
+        description="What method 'default' means per kind of query "
+        "(text, image, image+text, feedback)."
+    )
+    default_rerankers: dict[str, str] = Field(
+        description="What rerank 'default' means per kind of query."
+    )
 
 
 class ClusterNode(BaseModel):
@@ -295,7 +307,7 @@ class SearchForm(BaseModel):
     positives: list[ImageId] = Field(default_factory=list, max_length=500)
     negatives: list[ImageId] = Field(default_factory=list, max_length=500)
     method: str = Field(default="default", max_length=64)
-    rerank: str = Field(default="none", max_length=64)
+    rerank: str = Field(default="default", max_length=64)
     min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     limit: int = Field(default=50, ge=1, le=1000)

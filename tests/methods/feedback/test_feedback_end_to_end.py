@@ -134,7 +134,11 @@ def test_cli_feedback_and_rerank(caltech: Caltech) -> None:
     label = "crocodile"
     text = "a photo of a crocodile"
     members = caltech.members(label)
-    plain = [r for r in search_cli(caltech, text, "-k", "23") if r["id"] not in members[:3]]
+    plain = [
+        r
+        for r in search_cli(caltech, text, "-k", "23", "--rerank", "none")
+        if r["id"] not in members[:3]
+    ]
     plain_hits = sum(caltech.labels[r["id"]] == label for r in plain[:20])
     # Mark three crocodiles good: one by path, two by id.
     by_path = caltech.engine.index.catalogue.images([members[0]])[members[0]].path

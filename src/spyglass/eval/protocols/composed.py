@@ -129,8 +129,8 @@ def run_composed(
         return Query(terms, method=variant.method, rerank=variant.rerank)
 
     approaches = [
-        Approach("image only", lambda q: Query((image(q),), method=BASELINE)),
-        Approach("text only", lambda q: Query((text(q),), method=BASELINE)),
+        Approach("image only", lambda q: Query((image(q),), method=BASELINE, rerank="none")),
+        Approach("text only", lambda q: Query((text(q),), method=BASELINE, rerank="none")),
         *variant_approaches(variants, build),
     ]
     methods, notes = compare(collection, judged, approaches, METRICS, settings, progress)

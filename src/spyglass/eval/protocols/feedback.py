@@ -71,7 +71,7 @@ class Session:
             if good:
                 raise
             self.fallbacks += 1
-            fallback = Query(terms, negatives=bad, method=FALLBACK)
+            fallback = Query(terms, negatives=bad, method=FALLBACK, rerank="none")
             ranked = self.collection.rank(fallback, self.shown)
         self.seconds += ranked.seconds
         self.calls += 1

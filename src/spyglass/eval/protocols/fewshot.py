@@ -52,11 +52,17 @@ def fewshot_approaches(variants: Sequence[Variant]) -> list[Approach]:
         return tuple(query.parts["exemplars"])
 
     approaches = [
-        Approach("image kNN", lambda q: Query(positives=positives(q), method=BASELINE)),
-        Approach("text", lambda q: Query(text_terms(q.parts["texts"]), method=BASELINE)),
+        Approach(
+            "image kNN", lambda q: Query(positives=positives(q), method=BASELINE, rerank="none")
+        ),
+        Approach(
+            "text", lambda q: Query(text_terms(q.parts["texts"]), method=BASELINE, rerank="none")
+        ),
         Approach(
             "sum + text",
-            lambda q: Query(text_terms(q.parts["texts"]), positives=positives(q), method=BASELINE),
+            lambda q: Query(
+                text_terms(q.parts["texts"]), positives=positives(q), method=BASELINE, rerank="none"
+            ),
         ),
     ]
     for variant in variants:

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from spyglass.engine import Spyglass
-from spyglass.query.methods import DEFAULT_METHOD, method_names
-from spyglass.query.rerank import reranker_names
+from spyglass.query.methods import DEFAULT_METHOD, DEFAULT_METHODS, TASKS, method_names
+from spyglass.query.rerank import reranker_names, resolve_reranker
 from spyglass.server.atlas import MapLayout
 from spyglass.server.problems import error_responses
 from spyglass.server.schemas import (
@@ -54,7 +54,11 @@ def status(
 def methods() -> MethodsResponse:
     """Query methods (``method``) and re-rankers (``rerank``) a search may name."""
     return MethodsResponse(
-        methods=method_names(), default_method=DEFAULT_METHOD, rerankers=reranker_names()
+        methods=method_names(),
+        default_method=DEFAULT_METHOD,
+        rerankers=reranker_names(),
+        default_methods=dict(DEFAULT_METHODS),
+        default_rerankers={task: resolve_reranker("default", task) for task in TASKS},
     )
 
 

@@ -127,7 +127,7 @@ function buildRequest() {
     positives: [...state.marks].filter(([, kind]) => kind === "good").map(([id]) => id),
     negatives: [...state.marks].filter(([, kind]) => kind === "bad").map(([id]) => id),
     method: $("method").value || "default",
-    rerank: $("rerank-method").value || "none",
+    rerank: $("rerank-method").value || "default",
   };
   const source = queryImage.source;
   if (source && source.kind === "upload" && source.uploadId) body.upload_id = source.uploadId;
@@ -484,9 +484,11 @@ async function start() {
         }),
       );
     };
-    fill($("method"), [["default", `default (${state.methods.default_method})`], ...Object.entries(state.methods.methods)], "default");
-    $("method").options[0].textContent = `default (${state.methods.default_method})`;
-    fill($("rerank-method"), Object.entries(state.methods.rerankers), "none");
+    const perKind = (table) => Object.entries(table).map(([kind, name]) => `${kind}: ${name}`).join(", ");
+    fill($("method"), [["default", "default (best per query kind)"], ...Object.entries(state.methods.methods)], "default");
+    $("method").options[0].title = perKind(state.methods.default_methods);
+    fill($("rerank-method"), [["default", "default (best per query kind)"], ...Object.entries(state.methods.rerankers)], "default");
+    $("rerank-method").options[0].title = perKind(state.methods.default_rerankers);
   }
   document.body.dataset.ready = "1";
 }
