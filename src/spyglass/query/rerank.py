@@ -195,8 +195,12 @@ def rerank_kreciprocal(context: RankContext, ranking: Ranking) -> Ranking:
 
     with k1 = 20, k2 = 6, lambda = 0.3. Images are returned by d*, scored 1 - d*/2 (the
     cosine when lambda = 1).
+
+    A collection of at most 2 k1 images is left as it is: there every image is among
+    nearly every other's k1 nearest, the reciprocal sets say nothing, and d* would only
+    squeeze the scores together.
     """
-    if len(ranking) < 3:
+    if len(ranking) <= 2 * KRECIPROCAL_K1:
         return ranking
     scores, vectors = top_vectors(context, ranking)
     m = len(scores) + 1

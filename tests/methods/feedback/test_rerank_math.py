@@ -119,3 +119,10 @@ def test_kreciprocal_pulls_in_a_neighbour_of_the_neighbours() -> None:
     assert final[0] == pytest.approx(0.0)
     assert final[1:5].max() < 1.0
     np.testing.assert_allclose(final[5:], 1.0)
+
+
+def test_kreciprocal_leaves_a_collection_smaller_than_its_neighbourhoods_alone() -> None:
+    from spyglass.query.rerank import KRECIPROCAL_K1, rerank_kreciprocal
+
+    ranking = [(i, 1.0 - i / 100) for i in range(2 * KRECIPROCAL_K1)]
+    assert rerank_kreciprocal(None, ranking) == ranking  # type: ignore[arg-type]
