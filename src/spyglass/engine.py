@@ -37,6 +37,8 @@ class IndexStatus:
     model_version: str
     spaces: dict[str, int]
     roots: list[str]
+    #: The G of ``spyglass index --crops G`` (0: whole images only).
+    crop_grid: int = 0
     skipped_files: list[SkippedFile] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -50,6 +52,7 @@ class IndexStatus:
             "model_version": self.model_version,
             "spaces": self.spaces,
             "roots": self.roots,
+            "crop_grid": self.crop_grid,
             "skipped_files": [
                 {"path": s.path, "reason": s.reason, "message": s.message}
                 for s in self.skipped_files
@@ -146,6 +149,7 @@ class Spyglass:
             model_version=info.version,
             spaces=dict(info.spaces),
             roots=index.catalogue.roots(),
+            crop_grid=int(index.catalogue.meta("crop_grid") or 0),
             skipped_files=index.catalogue.skipped(skipped_limit),
         )
 

@@ -179,6 +179,8 @@ def info_command(index_dir: str, as_json: bool, skipped_limit: int) -> None:
     spaces = ", ".join(f"{k} {v}-d" for k, v in status.spaces.items())
     click.echo(f"spaces:   {spaces}")
     click.echo(f"images:   {status.images:,} files, {status.unique_images:,} distinct")
+    if status.crop_grid:
+        click.echo(f"crops:    {status.crop_grid}x{status.crop_grid} per image")
     click.echo(f"skipped:  {status.skipped:,}")
     for root in status.roots:
         click.echo(f"folder:   {root}")
