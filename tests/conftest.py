@@ -1,8 +1,16 @@
 """Shared fixtures: the real bundled model, real data from SPYGLASS_TEST_DATA, and
 indexes built once per test session.
 
-Tests that need real images skip only when SPYGLASS_TEST_DATA is unset; `.ci/run` sets
-it, so in CI they always run.
+Two kinds of real images:
+
+- the 14 CC0 / public-domain sample photos that `spyglass demo` writes (from
+  scikit-image's wheel, so always at hand): the end-to-end tests of the product
+  (index, search by text, image and both, marks, incremental indexing, bad input, the
+  server) run over them on any machine;
+- the labelled collections in SPYGLASS_TEST_DATA (a folder laid out like
+  ../shared/data): the collection-level tests (quality floors, methods, evaluation,
+  the page) need them. Without it they skip, and the run ends with one line saying
+  how many and why; with ``CI=true`` such a skip (and a missing browser) is a failure.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,15 +38,74 @@ def runtime() -> RuntimeSettings:
     return RuntimeSettings.from_environment()
 
 
+#: Words every skip for missing real data or a missing browser carries, so that the
+#: summary can count them and CI can refuse them.
+NEEDS_DATA = "needs SPYGLASS_TEST_DATA"
+NEEDS_BROWSER = ("chromium", "playwright")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = os.environ.get("SPYGLASS_TEST_DATA")
     if not root:
-        pytest.skip("SPYGLASS_TEST_DATA is not set (point it at a folder like ../shared/data)")
+        pytest.skip(f"{NEEDS_DATA} (a folder like ../shared/data)")
     path = Path(root).resolve()
     if not path.is_dir():
         pytest.fail(f"SPYGLASS_TEST_DATA={root} is not a directory")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's 14 sample photos (CC0 / public domain, from scikit-image's wheel) in a
+    session folder; available on every machine. Tests must not change them."""
+    from spyglass.demo import write_sample_images
+
+    folder = tmp_path_factory.mktemp("sample-photos")
+    write_sample_images(folder)
+    return folder
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def _is_missing_requirement(reason: str) -> bool:
+    return NEEDS_DATA in reason or any(word in reason.lower() for word in NEEDS_BROWSER)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With CI=true, a test skipped for missing data or a missing browser fails: CI must
+    test the whole product, not the half that needs nothing."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and in_ci() and _is_missing_requirement(_skip_reason(report)):
+        report.outcome = "failed"
+        report.longrepr = f"CI=true, so this may not skip: {_skip_reason(report)}"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    skipped = terminalreporter.stats.get("skipped", [])
+    missing = [r for r in skipped if _is_missing_requirement(_skip_reason(r))]
+    if not missing:
+        return
+    data = sum(NEEDS_DATA in _skip_reason(r) for r in missing)
+    browser = len(missing) - data
+    parts = []
+    if data:
+        parts.append(
+            f"{data} collection-level tests skipped: they need the real collections "
+            "(set SPYGLASS_TEST_DATA to a folder like ../shared/data)"
+        )
+    if browser:
+        parts.append(f"{browser} browser tests skipped: they need Debian's chromium")
+    terminalreporter.write_line("; ".join(parts), yellow=True, bold=True)
 
 
 @pytest.fixture(scope="session")

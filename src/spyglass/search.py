@@ -11,7 +11,7 @@ import numpy as np
 from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
 from spyglass.images import crop_region, decode_image, read_image_file
-from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
+from spyglass.query.methods import EmbeddedTerm, RankContext, get_method, sum_query
 from spyglass.query.rerank import RERANK_DEPTH, get_reranker, resolve_reranker
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import IngestSettings
@@ -20,7 +20,16 @@ from spyglass.store.index import Index
 
 @dataclass(frozen=True)
 class SearchResult:
-    """One hit. ``path`` is the first of ``paths`` (all files with this content)."""
+    """One hit. ``path`` is the first of ``paths`` (all files with this content).
+
+    ``score`` is the cosine similarity between the image and the query: the weighted
+    sum of the query's terms (:func:`~spyglass.query.methods.sum_query`), in the joint
+    space when the query has text, else in the image space; images marked good stand in
+    for the terms of a query made of marks alone. It is the same whatever method ranked
+    the image and whatever was marked, and it is what ``min_score`` filters on. ``rank_score`` is the ranking method's own value (fused z-scores, an
+    SVM margin, 1 - d*/2 after k-reciprocal re-ranking...): results are ordered by it,
+    best first, ties broken by id.
+    """
 
     image_id: int
     path: str
@@ -28,6 +37,7 @@ class SearchResult:
     score: float
     width: int
     height: int
+    rank_score: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -35,6 +45,7 @@ class SearchResult:
             "path": self.path,
             "paths": list(self.paths),
             "score": round(self.score, 6),
+            "rank_score": round(self.rank_score, 6),
             "width": self.width,
             "height": self.height,
         }
@@ -130,14 +141,17 @@ class Searcher:
         return context
 
     def rank(self, query: Query) -> list[tuple[int, float]]:
-        """The whole ranking down to ``offset + k``: (image id, score), best first."""
+        """The whole ranking down to ``offset + k``: (image id, rank score), best first."""
+        return self._ranked(query)[1]
+
+    def _ranked(self, query: Query) -> tuple[RankContext, list[tuple[int, float]]]:
         task = query.task
         method = get_method(query.method, task)
         reranker = get_reranker(query.rerank, task)
         context = self.context(query)
         wanted = query.offset + query.k
         if resolve_reranker(query.rerank, task) == "none":
-            return method(context, wanted)
+            return context, method(context, wanted)
         ranking = method(context, max(wanted, RERANK_DEPTH))
         # Only the top RERANK_DEPTH are re-ordered (the re-rankers' contract); a longer
         # ranking (an evaluation asks for all) keeps the method's order below them, its
@@ -148,30 +162,50 @@ class Searcher:
         if top and tail:
             shift = max(0.0, tail[0][1] - min(score for _, score in top)) + 1e-6
             tail = [(i, score - shift) for i, score in tail]
-        return (top + tail)[:wanted]
+        return context, (top + tail)[:wanted]
 
     def search(self, query: Query) -> list[SearchResult]:
-        """Results ``offset .. offset + k`` of the ranking, best first."""
-        ranking = self.rank(query)[query.offset :]
-        if query.min_score is not None:
-            ranking = [(i, s) for i, s in ranking if s >= query.min_score]
-        return self.describe(ranking)
+        """Results ``offset .. offset + k`` of the ranking, best first; with
+        ``min_score``, only those whose cosine with the query reaches it."""
+        context, ranking = self._ranked(query)
+        ranking = ranking[query.offset :]
+        cosines = query_cosines(context, [image_id for image_id, _ in ranking])
+        hits = [
+            (image_id, rank_score, cosine)
+            for (image_id, rank_score), cosine in zip(ranking, cosines, strict=True)
+            if query.min_score is None or cosine >= query.min_score
+        ]
+        return self.describe(hits)
 
-    def describe(self, ranking: list[tuple[int, float]]) -> list[SearchResult]:
-        records = self.index.catalogue.images([i for i, _ in ranking])
+    def describe(self, hits: list[tuple[int, float, float]]) -> list[SearchResult]:
+        """(image id, rank score, cosine) triples -> results, skipping images removed
+        while we searched."""
+        records = self.index.catalogue.images([i for i, _, _ in hits])
         results = []
-        for image_id, score in ranking:
+        for image_id, rank_score, cosine in hits:
             record = records.get(image_id)
             if record is None or not record.paths:
-                continue  # removed while we searched
+                continue
             results.append(
                 SearchResult(
                     image_id=image_id,
                     path=record.path,
                     paths=record.paths,
-                    score=float(score),
+                    score=float(cosine),
                     width=record.width,
                     height=record.height,
+                    rank_score=float(rank_score),
                 )
             )
         return results
+
+
+def query_cosines(context: RankContext, image_ids: list[int]) -> np.ndarray:
+    """(n,) float32: each image's whole-image cosine with the query's own terms summed
+    (:func:`~spyglass.query.methods.sum_query` without marks): the ``score`` of a
+    result, which marks re-rank but do not redefine."""
+    if not image_ids:
+        return np.zeros(0, np.float32)
+    space, vector = sum_query(context, marks=False)
+    rows = context.index.stores[space].fetch(np.asarray(image_ids, np.int64))
+    return np.asarray(rows @ vector, np.float32)

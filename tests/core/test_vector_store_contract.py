@@ -148,3 +148,14 @@ def test_local_store_with_fewer_rows_than_committed_is_reported_corrupt(tmp_path
     store.flush()
     with pytest.raises(IndexCorrupt):
         LocalVectorStore(folder, "joint", DIMS, 5, writer=True)
+
+
+def test_equal_scores_are_ordered_by_owner(make_store):
+    """Ties break by owner id in every store (FAISS alone returns them in reverse)."""
+    rng = np.random.default_rng(3)
+    vectors = unit_rows(rng, 60)
+    vectors[[11, 25, 40]] = vectors[5]  # four owners, one vector
+    store, reference = filled(make_store, np.arange(60), vectors)
+    got = store.search(vectors[5:6], 6)
+    assert got.owners[0, :4].tolist() == [5, 11, 25, 40]
+    assert_same(store, reference, vectors[5:6], 6)

@@ -308,22 +308,32 @@ def _ordered_lookahead(
     pool: ThreadPoolExecutor, function: Callable[[T], R], items: Iterable[T], lookahead: int
 ) -> Iterator[tuple[T, R | BaseException]]:
     """Like ``pool.map`` but with at most ``lookahead`` tasks in flight, and errors
-    returned in place of results instead of ending the iteration."""
+    returned in place of results instead of ending the iteration.
+
+    Only the task's own errors are caught, never what is thrown in at the ``yield``
+    (``GeneratorExit`` when the caller stops early, e.g. on Ctrl-C): catching those made
+    Python print "generator ignored GeneratorExit". Tasks not yet started are cancelled
+    when the caller stops."""
     queue: deque[tuple[T, Future[R]]] = deque()
     iterator = iter(items)
-    for item in iterator:
-        queue.append((item, pool.submit(function, item)))
-        if len(queue) >= lookahead:
-            break
-    while queue:
-        item, future = queue.popleft()
-        try:
-            yield item, future.result()
-        except BaseException as error:  # returned, not raised: the caller decides
-            yield item, error
-        for next_item in iterator:
-            queue.append((next_item, pool.submit(function, next_item)))
-            break
+    try:
+        for item in iterator:
+            queue.append((item, pool.submit(function, item)))
+            if len(queue) >= lookahead:
+                break
+        while queue:
+            item, future = queue.popleft()
+            try:
+                outcome: R | BaseException = future.result()
+            except Exception as error:  # returned, not raised: the caller decides
+                outcome = error
+            yield item, outcome
+            for next_item in iterator:
+                queue.append((next_item, pool.submit(function, next_item)))
+                break
+    finally:
+        for _, pending in queue:
+            pending.cancel()
 
 
 def _exists(path: str) -> bool:

@@ -165,19 +165,33 @@ def weighted_sum(terms: list[EmbeddedTerm], space: str) -> np.ndarray:
     return (total / norm).astype(np.float32)
 
 
+def sum_query(context: RankContext, marks: bool = True) -> tuple[str, np.ndarray]:
+    """The space and (dims,) float32 unit vector of q = normalize(sum_i w_i v_i).
+
+    Image-only queries live in the encoder's image space, anything with text in the
+    joint space. With ``marks``, images marked good or bad join the sum with weight
+    +1 / -1 (what ``sum`` searches with). Without, only the query's own terms count
+    (the images marked good stand in when there are no terms): the query every
+    result's ``score`` is the cosine with, whatever method ranked it and whatever was
+    marked."""
+    terms = list(context.terms)
+    space = context.info.text_space if context.has_text else context.info.image_space
+    for sign, marked in ((1.0, context.positives), (-1.0, context.negatives)):
+        if not marks and (context.terms or sign < 0):
+            continue
+        for vector in marked.get(space, np.zeros((0, 1))):
+            terms.append(EmbeddedTerm("image", sign, {space: vector}))
+    return space, weighted_sum(terms, space)
+
+
 @register("sum", "weighted sum of unit vectors (image-only space for image-only queries)")
 def rank_sum(context: RankContext, k: int) -> Ranking:
-    """The baseline every tool uses: q = normalize(sum_i w_i v_i).
+    """The baseline every tool uses: q = normalize(sum_i w_i v_i) (:func:`sum_query`).
 
     Image-only queries search the encoder's image space (for the bundled model, pooled
     CNN features, much better for "more like this"); anything with text searches the
     joint space where text and images meet. Images marked good or bad join the sum
     with weight +1 / -1 (Rocchio with alpha = beta = gamma = 1).
     """
-    terms = list(context.terms)
-    only_images = not context.has_text
-    space = context.info.image_space if only_images else context.info.text_space
-    for sign, marked in ((1.0, context.positives), (-1.0, context.negatives)):
-        for vector in marked.get(space, np.zeros((0, 1))):
-            terms.append(EmbeddedTerm("image", sign, {space: vector}))
-    return context.search(space, weighted_sum(terms, space), k)
+    space, query = sum_query(context)
+    return context.search(space, query, k)

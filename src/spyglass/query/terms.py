@@ -80,6 +80,10 @@ class Query:
             raise InvalidQuery("empty query: give a text, an image, or images marked good")
         if self.terms and not any(t.weight > 0 for t in self.terms) and not self.positives:
             raise InvalidQuery("a query needs at least one term with a positive weight")
+        both = sorted(set(self.positives) & set(self.negatives))
+        if both:
+            listed = ", ".join(f"#{i}" for i in both[:5]) + (" ..." if len(both) > 5 else "")
+            raise InvalidQuery(f"an image cannot be marked both good and bad: {listed}")
 
     @property
     def texts(self) -> list[TextTerm]:

@@ -16,7 +16,14 @@ MAX_OFFSET = 1_000_000
 ImageId = Annotated[int, Field(ge=0, le=MAX_ID)]
 ExcludeTerm = Annotated[str, Field(max_length=500)]
 QueryText = Annotated[str, Field(max_length=2000)]
-Score = Annotated[float, Field(ge=-1.0, le=1.0)]
+Score = Annotated[
+    float,
+    Field(
+        ge=-1.0,
+        le=1.0,
+        description="Keep only results whose score (cosine with the query) reaches this.",
+    ),
+]
 ClientPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$")]
 UploadId = Annotated[str, Field(max_length=64)]
 ClusterCount = Annotated[int, Field(ge=2, le=12)]
@@ -163,7 +170,15 @@ class SearchResultItem(BaseModel):
     id: int
     path: str
     copies: int = Field(description="Files holding this same content (first one is path).")
-    score: float = Field(description="Cosine similarity; higher is better.")
+    score: float = Field(
+        description="Cosine similarity between the image and the query (its terms and "
+        "marked images summed, as the 'sum' method does): the same for every method, "
+        "comparable across queries; what min_score filters on."
+    )
+    rank_score: float = Field(
+        description="The ranking method's own value (fused z-scores, an SVM margin, "
+        "1 - d*/2 after k-reciprocal re-ranking...): results are ordered by it, ties by id."
+    )
     width: int
     height: int
     thumbnail: str | None = Field(

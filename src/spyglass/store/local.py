@@ -199,7 +199,7 @@ class LocalVectorStore:
             found = rows >= 0
             result.scores[:, :fetch][found] = scores[found]
             result.owners[:, :fetch][found] = owners[rows[found]]
-            return result
+            return _ties_by_owner(result)
         fetch = min(index.ntotal, k * 4)
         pending = list(range(len(queries)))
         while pending:
@@ -238,6 +238,17 @@ class LocalVectorStore:
         if not self._hidden:
             return unique
         return unique[~np.isin(unique, np.fromiter(self._hidden, np.int64))]
+
+
+def _ties_by_owner(result: Neighbours) -> Neighbours:
+    """Rows re-sorted by (score descending, owner ascending): FAISS does not promise an
+    order among equal scores, and every store must agree (padding stays last)."""
+    padded = result.owners < 0
+    order = np.lexsort((np.where(padded, np.iinfo(np.int64).max, result.owners), -result.scores))
+    return Neighbours(
+        scores=np.take_along_axis(result.scores, order, axis=1),
+        owners=np.take_along_axis(result.owners, order, axis=1),
+    )
 
 
 def _best_per_owner(

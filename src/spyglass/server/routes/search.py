@@ -81,6 +81,7 @@ def search_response(
             path=r.path,
             copies=len(r.paths),
             score=round(r.score, 6),
+            rank_score=round(r.rank_score, 6),
             width=r.width,
             height=r.height,
             thumbnail=result_thumbnail(request, state, r),
