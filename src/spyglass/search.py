@@ -26,9 +26,10 @@ class SearchResult:
     sum of the query's terms (:func:`~spyglass.query.methods.sum_query`), in the joint
     space when the query has text, else in the image space; images marked good stand in
     for the terms of a query made of marks alone. It is the same whatever method ranked
-    the image and whatever was marked, and it is what ``min_score`` filters on. ``rank_score`` is the ranking method's own value (fused z-scores, an
-    SVM margin, 1 - d*/2 after k-reciprocal re-ranking...): results are ordered by it,
-    best first, ties broken by id.
+    the image and whatever was marked, and it is what ``min_score`` filters on.
+    ``rank_score`` is the ranking method's own value (fused z-scores, an SVM margin,
+    1 - d*/2 after k-reciprocal re-ranking...): results are ordered by it, best first,
+    ties broken by id.
     """
 
     image_id: int

@@ -104,8 +104,10 @@ def test_the_same_image_cannot_be_marked_good_and_bad(sample_index) -> None:
         Query((TextTerm("a horse"),), positives=(horse.image_id,), negatives=(horse.image_id,))
     result = CliRunner().invoke(
         main,
-        ["search", "a horse", "--index", str(engine.index.folder)]
-        + ["--good", str(horse.image_id), "--bad", str(folder / "horse.png")],
+        [
+            *("search", "a horse", "--index", str(engine.index.folder)),
+            *("--good", str(horse.image_id), "--bad", str(folder / "horse.png")),
+        ],
     )
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines() == [
@@ -155,8 +157,10 @@ def test_json_has_score_and_rank_score(sample_index) -> None:
     engine, folder = sample_index
     result = CliRunner().invoke(
         main,
-        ["search", "a rocket", "--image", str(folder / "cameraman.png")]
-        + ["--index", str(engine.index.folder), "--json", "-k", "3"],
+        [
+            *("search", "a rocket", "--image", str(folder / "cameraman.png")),
+            *("--index", str(engine.index.folder), "--json", "-k", "3"),
+        ],
     )
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
