@@ -86,8 +86,8 @@ def test_cli_search_with_method(pacs_subset, method: str) -> None:
     assert result.exit_code == 0, result.output
     hits = json.loads(result.stdout)
     assert len(hits) == 10
-    scores = [h["score"] for h in hits]
-    assert scores == sorted(scores, reverse=True)
+    ranked = [h["rank_score"] for h in hits]  # the order; "score" is the cosine
+    assert ranked == sorted(ranked, reverse=True)
     by_path = {str(p): i for i, p in pacs_subset.paths.items()}
     labels = [pacs_subset.labels[by_path[h["path"]]]["label"] for h in hits]
     assert labels.count("dog") >= 5, labels

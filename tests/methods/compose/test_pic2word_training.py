@@ -100,7 +100,7 @@ def test_search_uses_the_mapping(pacs_subset, bundled, trained) -> None:
     best = np.argsort(-scores)[:5]
     by_path = {str(p): i for i, p in pacs_subset.paths.items()}
     assert [by_path[h["path"]] for h in hits] == owners[best].tolist()
-    np.testing.assert_allclose([h["score"] for h in hits], scores[best], atol=1e-4)
+    np.testing.assert_allclose([h["rank_score"] for h in hits], scores[best], atol=1e-4)
 
 
 def test_a_mapping_for_another_model_is_refused(pacs_subset, trained) -> None:
