@@ -8,6 +8,8 @@ code, so indexing can record it and go on, and the CLI and HTTP layers can say w
 from __future__ import annotations
 
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,17 @@ def is_candidate(path: str | Path) -> bool:
     return suffix in IMAGE_EXTENSIONS or suffix in UNSUPPORTED_EXTENSIONS
 
 
+def _require_regular(mode: int) -> None:
+    """Refuse FIFOs, sockets and devices by type, before reading: a named pipe blocks a
+    reader forever and a device can be endless."""
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise ImageRejected("not-a-file", "is a directory")
+    kind = "a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket or device"
+    raise ImageRejected("special-file", f"is {kind}, not a regular file")
+
+
 def read_image_file(path: str | Path, max_bytes: int) -> bytes:
     """The file's bytes, or :class:`ImageRejected` for empty, huge or unreadable files."""
     path = Path(path)
@@ -67,12 +80,18 @@ def read_image_file(path: str | Path, max_bytes: int) -> bytes:
             "unsupported-format", f"{suffix} files are not supported (convert to JPEG or PNG)"
         )
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise ImageRejected(
-                "file-too-large", f"file is {size:,} bytes, over the limit of {max_bytes:,}"
-            )
-        with path.open("rb") as handle:
+        _require_regular(path.stat().st_mode)
+        # O_NONBLOCK: a file swapped for a FIFO after the check must not block the open;
+        # the descriptor's own type is checked again before anything is read.
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(descriptor, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            _require_regular(status.st_mode)
+            if status.st_size > max_bytes:
+                raise ImageRejected(
+                    "file-too-large",
+                    f"file is {status.st_size:,} bytes, over the limit of {max_bytes:,}",
+                )
             data = handle.read(max_bytes + 1)
     except FileNotFoundError as exc:
         raise ImageRejected("missing", "file disappeared while indexing") from exc

@@ -164,7 +164,7 @@ class Ingest:
 
         def skip(file: FoundFile, error: ImageRejected) -> None:
             entry = SkippedFile(file.path, error.reason, str(error))
-            writer.add_skipped(entry, file.size, file.mtime_ns)
+            writer.add_skipped(entry, file.size, file.mtime_ns, was_indexed=file.path in known)
             report.skipped.append(entry)
 
         def embed_batch() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,10 @@ def _file_entry(path: str) -> Iterator[FoundFile | SkippedFile]:
     except OSError as exc:
         yield _skip_for_error(path, exc, "file")
         return
-    if not os.path.isfile(path):
+    if stat.S_ISDIR(info.st_mode):
+        return
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the reader, a device never end
+        yield SkippedFile(printable_path(path), "special-file", "not a regular file")
         return
     yield FoundFile(path=path, size=info.st_size, mtime_ns=info.st_mtime_ns)
 

@@ -29,6 +29,7 @@ class GroupWriter:
         self._new_files: list[tuple[str, int, int, int]] = []
         self._linked: list[FileState] = []
         self._skipped: list[tuple[SkippedFile, int | None, int | None]] = []
+        self._turned_bad: list[str] = []
         #: content hash -> position in this group, for copies met before they commit.
         self._pending_hashes: dict[str, int] = {}
 
@@ -62,8 +63,18 @@ class GroupWriter:
     def add_linked(self, file: FileState) -> None:
         self._linked.append(file)
 
-    def add_skipped(self, skipped: SkippedFile, size: int | None, mtime_ns: int | None) -> None:
+    def add_skipped(
+        self,
+        skipped: SkippedFile,
+        size: int | None,
+        mtime_ns: int | None,
+        was_indexed: bool = False,
+    ) -> None:
+        """Record a skipped file; ``was_indexed``: it was found in an earlier run and has
+        turned bad since, so its old entry must leave the results too."""
         self._skipped.append((skipped, size, mtime_ns))
+        if was_indexed:
+            self._turned_bad.append(skipped.path)
 
     def commit(self) -> None:
         if self._images or self._new_files or self._linked:
@@ -76,6 +87,8 @@ class GroupWriter:
                     np.concatenate([m for _, m in pairs]),
                 )
             self.index.commit(self._images, vectors, [*self._linked, *self._new_files])
+        if self._turned_bad:
+            self.index.remove_files(self._turned_bad)
         if self._skipped:
             with self.index.catalogue.transaction():
                 self.index.catalogue.record_skipped(self._skipped)
