@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from spyglass.encoders.base import EncoderInfo
+from spyglass.errors import IndexCorrupt, IndexProblem
 
 SCHEMA_VERSION = 1
 
@@ -135,6 +136,23 @@ class _Rows(list[tuple[Any, ...]]):
         return list(self)
 
 
+def catalogue_error(path: Path, error: sqlite3.Error) -> IndexProblem:
+    """A SQLite failure as one typed line naming the file and what to do."""
+    text = str(error)
+    if "full" in text:
+        return IndexProblem(
+            f"the disk holding {path} is full: free some space and run the command again "
+            "(work committed so far is kept)"
+        )
+    if "not a database" in text or "malformed" in text:
+        return IndexCorrupt(
+            f"{path} is not a readable catalogue ({text}): re-create the index with a new --index"
+        )
+    if "readonly" in text or "unable to open" in text:
+        return IndexProblem(f"cannot write {path} ({text}): check its permissions")
+    return IndexProblem(f"catalogue {path}: {text}")
+
+
 class Catalogue:
     """SQLite catalogue of one index. Not shared between threads: open one per thread."""
 
@@ -143,13 +161,26 @@ class Catalogue:
         self._db = _LockedConnection(
             sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         )
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        if create:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # NORMAL is durable in WAL mode across process crashes (kill -9); only a power
-            # cut can lose the last transactions, never corrupt the file.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            if create:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                # NORMAL is durable in WAL mode across process crashes (kill -9); only a
+                # power cut can lose the last transactions, never corrupt the file.
+                self._db.execute("PRAGMA synchronous = NORMAL")
+                self._create_schema()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise catalogue_error(path, error) from error
+
+    def _create_schema(self) -> None:
+        """Every table, or none: one transaction, so that a full disk or a crash cannot
+        leave a catalogue without tables, and a reader never sees half a schema. The
+        statements are idempotent, so a catalogue cut short earlier is completed."""
+        with self.transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -171,17 +202,29 @@ class Catalogue:
     # -- meta ----------------------------------------------------------------------
 
     def encoder_info(self) -> EncoderInfo | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'encoder'").fetchone()
+        """The encoder that made the vectors; ``None`` for an index still being created
+        (no tables yet, or no encoder recorded yet)."""
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'encoder'").fetchone()
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):
+                return None
+            raise catalogue_error(self.path, error) from error
+        except sqlite3.DatabaseError as error:
+            raise catalogue_error(self.path, error) from error
         return EncoderInfo.from_json(json.loads(row[0])) if row else None
 
     def set_encoder_info(self, info: EncoderInfo) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO meta VALUES ('encoder', ?)", (json.dumps(info.to_json()),)
-        )
-        for space, dims in info.spaces.items():
+        """Record the encoder and its spaces in one transaction: a reader that sees the
+        encoder sees its spaces too."""
+        with self.transaction():
             self._db.execute(
-                "INSERT OR IGNORE INTO spaces (name, dims) VALUES (?, ?)", (space, dims)
+                "INSERT OR REPLACE INTO meta VALUES ('encoder', ?)", (json.dumps(info.to_json()),)
             )
+            for space, dims in info.spaces.items():
+                self._db.execute(
+                    "INSERT OR IGNORE INTO spaces (name, dims) VALUES (?, ?)", (space, dims)
+                )
 
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
