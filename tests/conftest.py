@@ -70,6 +70,34 @@ def sample_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def sample_photos_index(
+    sample_photos: Path, bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """An index of the sample photos, built once (tests open it read-only)."""
+    folder = tmp_path_factory.mktemp("sample-photos-index")
+    with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
+        writer.add([str(sample_photos)])
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sample_client(sample_photos_index: Path, bundled: Encoder) -> Iterator[Any]:
+    """An in-process client (FastAPI's TestClient) of the server's app over the sample
+    photos' index, opened read-only as `spyglass serve` does."""
+    from fastapi.testclient import TestClient
+
+    from spyglass.server import ServerSettings, create_app
+
+    engine = Spyglass(bundled, Index.open(sample_photos_index))
+    settings = ServerSettings.for_binding("127.0.0.1", 8000, None)
+    try:
+        with TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client:
+            yield client
+    finally:
+        engine.close()
+
+
 def _skip_reason(report: pytest.TestReport) -> str:
     longrepr = report.longrepr
     return str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)

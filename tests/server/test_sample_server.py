@@ -6,37 +6,13 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi.testclient import TestClient
 
-from spyglass.encoders import Encoder
-from spyglass.engine import Spyglass
-from spyglass.store.index import Index
-
-from .conftest import free_port, make_app
-
-
-@pytest.fixture(scope="module")
-def sample_server_index(
-    sample_photos: Path, bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    folder = tmp_path_factory.mktemp("sample-server-index")
-    with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
-        writer.add([str(sample_photos)])
-    return folder
-
-
-@pytest.fixture(scope="module")
-def sample_client(sample_server_index: Path, bundled: Encoder) -> Iterator[TestClient]:
-    engine = Spyglass(bundled, Index.open(sample_server_index))  # read-only, as serve does
-    with TestClient(make_app(engine), base_url="http://127.0.0.1") as client:
-        yield client
-    engine.close()
+from .conftest import free_port
 
 
 def search(client: TestClient, **body: Any) -> list[dict[str, Any]]:
@@ -95,12 +71,12 @@ def test_thumbnails_export_and_bad_input(sample_client: TestClient, sample_photo
     assert 400 <= region.status_code < 500 and region.json()["error"]["message"]
 
 
-def test_the_real_serve_process_answers(sample_server_index: Path) -> None:
+def test_the_real_serve_process_answers(sample_photos_index: Path) -> None:
     port = free_port()
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "spyglass", "serve"),
-            *("--index", str(sample_server_index), "--port", str(port)),
+            *("--index", str(sample_photos_index), "--port", str(port)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

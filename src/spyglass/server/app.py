@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.engine import Spyglass
 from spyglass.server.problems import install_error_handlers
@@ -48,8 +49,30 @@ def create_app(engine: Spyglass, settings: ServerSettings) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(Guard, settings=settings)
+    app.add_middleware(HeadAsGet)
     _document_names(app)
     return app
+
+
+class HeadAsGet:
+    """Answer HEAD as GET without the body (RFC 9110 asks every GET resource to take
+    HEAD; FastAPI's routes take only the methods they name). Outside the routes, so the
+    OpenAPI document does not list every operation twice."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, send_without_body)
 
 
 def _document_names(app: FastAPI) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -172,15 +173,22 @@ def _same_origin(headers: Headers) -> bool:
     origin = headers.get("origin")
     if origin is None:
         return True  # not from a browser page (curl, scripts), or a same-origin GET
-    netloc = origin.partition("://")[2].strip().lower()
-    return bool(netloc) and netloc == headers.get("host", "").strip().lower()
+    scheme, separator, netloc = origin.strip().lower().partition("://")
+    if not separator or scheme not in ("http", "https"):
+        return False  # "null" (sandboxed frames, file:), or a scheme no page of ours has
+    host = headers.get("host", "").strip().lower()
+    return bool(netloc) and _HOST_HEADER.fullmatch(netloc) is not None and netloc == host
+
+
+#: A Host header as RFC 9110 allows it: a bracketed IPv6 address or a name/IPv4 address,
+#: then an optional port; nothing after it (no "[::1].evil.example", no "localhost:80@evil").
+_HOST_HEADER = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9.-]+)(:[0-9]{1,5})?")
 
 
 def _host_name(headers: Headers) -> str:
-    host = headers.get("host", "").strip().lower()
-    if host.startswith("["):  # [::1]:8000
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    """The host part of the Host header, or "" when the header is malformed (refused)."""
+    match = _HOST_HEADER.fullmatch(headers.get("host", "").strip().lower())
+    return match.group(1) if match else ""
 
 
 async def _refuse(
