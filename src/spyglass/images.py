@@ -108,8 +108,20 @@ def read_image_file(path: str | Path, max_bytes: int) -> bytes:
     return data
 
 
-def decode_image(data: bytes, *, max_pixels: int, min_side: int = DEFAULT_MIN_SIDE) -> DecodedImage:
+def decode_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_side: int = DEFAULT_MIN_SIDE,
+    max_side: int | None = None,
+) -> DecodedImage:
     """Bytes -> RGB image, upright per EXIF, decoded no smaller than ``min_side``.
+
+    With ``max_side``, an image whose longer side is at least twice that is reduced by
+    an integer factor right after decoding, before it is turned upright and into RGB:
+    a query image needs no more, and a small PNG declaring 8000x8000 then costs one
+    8-bit plane instead of several full-size RGB copies. ``width`` and ``height`` stay
+    the original's.
 
     Refuses, with :class:`ImageRejected`, anything that is not an image in one of
     :data:`DECODED_FORMATS`, declares more than ``max_pixels`` pixels (checked from the
@@ -147,7 +159,13 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = DEFAULT_MIN_SI
             if fmt == "JPEG":
                 image.draft("RGB", (min_side, min_side))
             image.load()
-            upright: Image.Image = ImageOps.exif_transpose(image) or image
+            reduced = _reduced(image, max_side)
+            if reduced is not image:
+                # The reduced copy carries no EXIF: turn it upright from what was read.
+                method = _EXIF_TRANSPOSE.get(orientation)
+                upright: Image.Image = reduced.transpose(method) if method else reduced
+            else:
+                upright = ImageOps.exif_transpose(image) or image
             rgb = _to_rgb(upright)
         except Image.DecompressionBombError as exc:
             raise ImageRejected("decompression-bomb", str(exc)) from exc
@@ -163,6 +181,32 @@ def open_image_file(
 ) -> DecodedImage:
     """Read and decode one file; see :func:`decode_image`."""
     return decode_image(read_image_file(path, max_bytes), max_pixels=max_pixels, min_side=min_side)
+
+
+#: EXIF orientation -> the transposition that shows the image upright (as ImageOps does).
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _reduced(image: Image.Image, max_side: int | None) -> Image.Image:
+    """``image`` reduced by the largest integer factor that keeps its longer side at
+    least ``max_side``; the image itself when no reduction applies."""
+    if max_side is None:
+        return image
+    factor = max(image.size) // max_side
+    if factor < 2:
+        return image
+    try:
+        return image.reduce(factor)
+    except ValueError:  # a mode reduce() does not take (palette images): keep it whole
+        return image
 
 
 def _orientation(image: Image.Image) -> int:

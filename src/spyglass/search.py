@@ -17,6 +17,10 @@ from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import IngestSettings
 from spyglass.store.index import Index
 
+#: A query image is reduced to about this longer side before use: the model sees 224
+#: pixels, and a region of a tenth of the image still gets 200.
+QUERY_MAX_SIDE = 2048
+
 
 @dataclass(frozen=True)
 class SearchResult:
@@ -84,7 +88,7 @@ class Searcher:
             data = self._read_query_file(term.path)
         else:
             data = self._read_indexed(image_id)
-        decoded = decode_image(data, max_pixels=self.limits.max_pixels)
+        decoded = decode_image(data, max_pixels=self.limits.max_pixels, max_side=QUERY_MAX_SIDE)
         image = decoded.image
         if term.region is not None:
             image = crop_region(image, term.region)
