@@ -7,18 +7,21 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
-from spyglass.errors import EncoderMismatch
+from spyglass.encoders.base import CountsTokens
+from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
-from spyglass.query.terms import Query
+from spyglass.query.terms import Query, TextTerm
 from spyglass.search import Searcher, SearchResult
 from spyglass.settings import IngestSettings, RuntimeSettings
 from spyglass.store.catalogue import SkippedFile
-from spyglass.store.index import Index
+from spyglass.store.index import CATALOGUE_FILE, Index, holds_images
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,48 @@ class Spyglass:
     def search(self, query: Query) -> list[SearchResult]:
         return self.searcher.search(query)
 
+    def paths_without_images(self, paths: Sequence[str]) -> list[str]:
+        """Those of ``paths`` under which the index holds no image file, not even a
+        skipped one: after :meth:`add`, the folders where nothing was found that looks
+        like an image (a typo'd folder, the wrong drive), which a person should hear of."""
+        from spyglass.ingest.reader import normalise_root
+
+        empty = []
+        for path in paths:
+            root = normalise_root(path)
+            inside = root.rstrip(os.sep)
+            # Every path under the folder sorts in [folder + sep, folder + the next char).
+            bounds = (root, inside + os.sep, inside + chr(ord(os.sep) + 1))
+            found = any(
+                self.index.catalogue.execute(
+                    f"SELECT 1 FROM {table} WHERE path = ? OR (path >= ? AND path < ?) LIMIT 1",
+                    bounds,
+                )
+                for table in ("files", "skipped")
+            )
+            if not found:
+                empty.append(path)
+        return empty
+
+    def query_notes(self, query: Query) -> list[str]:
+        """What a person should know about how ``query`` is read, one sentence each, for
+        an entry point to show next to the results (the engine never prints).
+
+        Today: a text longer than the text model reads is cut, silently by the model
+        ("the query was cut at 256 tokens (it has 20,481)").
+        """
+        if not isinstance(self.encoder, CountsTokens):
+            return []
+        texts = [t.text.strip() for t in query.terms if isinstance(t, TextTerm)]
+        limit = self.encoder.max_text_tokens
+        notes = []
+        for text in texts:
+            count = self.encoder.count_tokens(text)
+            if count > limit:
+                what = "the query" if len(texts) == 1 else f'the text "{_opening(text)}"'
+                notes.append(f"{what} was cut at {limit:,} tokens (it has {count:,})")
+        return notes
+
     def status(self, skipped_limit: int | None = 1000) -> IndexStatus:
         return self.status_of(self.index, skipped_limit)
 
@@ -152,6 +197,36 @@ class Spyglass:
             crop_grid=int(index.catalogue.meta("crop_grid") or 0),
             skipped_files=index.catalogue.skipped(skipped_limit),
         )
+
+
+def check_paths_to_index(paths: Sequence[str], index_folder: str | Path) -> None:
+    """Refuse, before an index is created or opened to write, what would index nothing or
+    litter a photo folder: paths that do not exist, an index folder that is (or holds) a
+    folder to index (the walk never enters the index's own folder), and an index folder
+    that holds images rather than an index. Raises :class:`InvalidQuery`."""
+    from spyglass.ingest.reader import normalise_root
+
+    missing = [p for p in paths if not os.path.lexists(normalise_root(p))]
+    if missing:
+        raise InvalidQuery(f"not found: {', '.join(missing)} (nothing was indexed)")
+    index = Path(normalise_root(index_folder))
+    if not (index / CATALOGUE_FILE).exists() and holds_images(index):
+        raise InvalidQuery(
+            f"--index {index} holds images, not an index: give the index a folder of its "
+            "own (a new or empty one)"
+        )
+    for path in paths:
+        root = Path(normalise_root(path))
+        if root == index or index in root.parents:
+            where = "the index folder" if root == index else f"inside the index folder {index}"
+            raise InvalidQuery(
+                f"{path} is {where}, which indexing never looks into: choose another --index"
+            )
+
+
+def _opening(text: str, length: int = 40) -> str:
+    """The start of a long text, to name it in a message."""
+    return text if len(text) <= length else text[: length - 1].rstrip() + "…"
 
 
 def _recorded_spec(folder: str | Path) -> dict[str, Any] | None:

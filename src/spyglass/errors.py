@@ -96,3 +96,14 @@ class ImageRejected(QueryError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+# --- serving -----------------------------------------------------------------------
+
+
+class CannotServe(SpyglassError):
+    """The server cannot listen where it was asked to (port in use, address not here,
+    permission denied)."""
+
+    exit_code = 5
+    http_status = 500

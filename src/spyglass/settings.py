@@ -7,8 +7,9 @@ called by the entry points only.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +24,12 @@ class RuntimeSettings:
     device: Device = "auto"
     #: Threads per inference session; ``None`` lets the runtime decide.
     threads: int | None = None
+    #: Called with one line per step while a model is prepared for its first use (the
+    #: bundled model's ONNX export takes tens of seconds): the engine never prints, so an
+    #: entry point that wants people to see why nothing happens passes a printer here.
+    report_model_preparation: Callable[[str], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> RuntimeSettings:
@@ -38,6 +45,29 @@ class RuntimeSettings:
             device=device,  # type: ignore[arg-type]
             threads=int(threads) if threads and threads.isdigit() else None,
         )
+
+
+def default_index_folder(
+    environ: Mapping[str, str] = os.environ, platform: str = sys.platform
+) -> Path:
+    """Where the index lives when the command line names none: the platform's folder for
+    per-user application data, so that `spyglass index ~/Pictures` and then
+    `spyglass search "a dog"` meet without a flag (as rclip does).
+
+    Linux and other Unixes: ``$XDG_DATA_HOME/spyglass/index`` (``~/.local/share`` when
+    unset or not absolute, as the XDG spec says); macOS: ``~/Library/Application
+    Support/spyglass/index``; Windows: ``%LOCALAPPDATA%\\spyglass\\index``.
+    """
+    home = Path(environ.get("HOME") or environ.get("USERPROFILE") or Path.home())
+    if platform == "darwin":
+        base = home / "Library" / "Application Support"
+    elif platform.startswith(("win32", "cygwin")):
+        local = environ.get("LOCALAPPDATA")
+        base = Path(local) if local else home / "AppData" / "Local"
+    else:
+        xdg = environ.get("XDG_DATA_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else home / ".local" / "share"
+    return base / "spyglass" / "index"
 
 
 @dataclass(frozen=True)
@@ -59,3 +89,45 @@ class IngestSettings:
     #: 0 = off; each image then costs ``1 + crop_grid**2`` encoder passes. ``None``:
     #: keep what the index already uses.
     crop_grid: int | None = None
+
+
+#: How a space's vectors are searched: ``exact`` scores every row; ``approximate`` probes
+#: a FAISS IVF index and re-scores its candidates exactly; ``auto`` picks by size.
+VectorIndexKind = Literal["auto", "exact", "approximate"]
+
+
+@dataclass(frozen=True)
+class VectorSearchSettings:
+    """Which index searches the vectors, and how hard the approximate one looks.
+
+    The float16 rows on disk stay the source of truth: the approximate index is derived
+    from them, saved next to them, and its candidates are always re-scored exactly.
+    """
+
+    kind: VectorIndexKind = "auto"
+    #: With ``auto``, spaces with fewer rows than this are searched exactly: below it an
+    #: exact scan costs a few milliseconds and training an index is not worth it.
+    approximate_from_rows: int = 100_000
+    #: Clusters probed per query: more is slower and closer to exact. ``None``: the
+    #: fewest whose Recall@10, measured when the index was built, reached
+    #: ``target_recall``.
+    nprobe: int | None = None
+    #: Recall@10 against exact that picks nprobe when it is not given. Measured with the
+    #: index's own rows as queries; text queries scatter more, hence the margin over the
+    #: 0.95 promised in docs/performance.md.
+    target_recall: float = 0.97
+    #: Candidates re-scored exactly from the float16 rows per query (at least 4 x k).
+    rescore: int = 100
+    #: Bytes of memory the approximate index's codes may take (``None``: no limit).
+    #: 8-bit scalar codes (``dims`` bytes a row) when they fit; else 4-bit product
+    #: codes (``dims / 16`` bytes a row), which need the re-scoring more.
+    memory_budget: int | None = None
+    #: Retrain the index (new clusters) once the rows have grown by this factor since it
+    #: was trained; until then new rows are added to the trained index.
+    retrain_growth: float = 2.0
+    #: The writer saves the index again once rows not yet in the saved file reach this
+    #: fraction of it, so that opening adds at most that many rows.
+    save_growth: float = 0.1
+    #: Train and save on a thread while searches use the previous index (or exact
+    #: search); ``False`` does it inside the flush that calls for it (tests).
+    build_in_background: bool = True

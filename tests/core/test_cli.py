@@ -84,13 +84,15 @@ def test_top_k_offset_and_min_score(photo_index):
     assert all(h["score"] >= threshold for h in above) and len(above) >= 4
 
 
-def test_plain_output_is_score_then_path(photo_index):
+def test_plain_output_is_score_id_then_path(photo_index):
     _, index_dir, _ = photo_index
     result = CliRunner().invoke(main, ["search", "a bridge", "--index", str(index_dir), "-k", "2"])
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2
-    score, path = lines[0].split(maxsplit=1)
-    assert float(score) and Path(path).is_file()
+    score, image_id, path = lines[0].split(maxsplit=2)
+    first = search(index_dir, "a bridge", "-k", "1")[0]
+    assert float(score) and Path(path).is_file() and path == first["path"]
+    assert image_id == f"#{first['id']}"  # what --good and --bad take
 
 
 def test_info_json_contract(photo_index):

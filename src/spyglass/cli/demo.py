@@ -17,7 +17,7 @@ from spyglass.search import SearchResult
 def show(title: str, command: str, results: list[SearchResult]) -> None:
     click.echo(f"\n{title}\n  $ {command}")
     for result in results:
-        click.echo(f"  {result.score:7.4f}  {result.path}")
+        click.echo(f"  {result.score:7.4f}  #{result.image_id:<3} {result.path}")
 
 
 @click.command("demo")
@@ -61,4 +61,7 @@ def demo_command(folder: str, device: str | None) -> None:
                 Query((ImageTerm(path=camera, weight=0.5), TextTerm("a rocket", weight=0.5)), k=3)
             ),
         )
-    click.echo(f"\nNext: spyglass index YOUR/PHOTOS --index {index_dir}  (see README.md)")
+    click.echo(
+        '\nNext: spyglass index YOUR/PHOTOS, then spyglass search "a dog" (the index goes to '
+        "a per-user folder unless --index or SPYGLASS_INDEX names one; see README.md)"
+    )

@@ -8,7 +8,7 @@ from dataclasses import replace
 import click
 
 from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
-from spyglass.engine import Spyglass
+from spyglass.engine import Spyglass, check_paths_to_index
 from spyglass.ingest.pipeline import IngestProgress, IngestReport
 from spyglass.settings import IngestSettings
 
@@ -123,15 +123,22 @@ def index_command(
         settings = replace(settings, commit_every=commit_every)
     if crops is not None:
         settings = replace(settings, crop_grid=crops)
+    # Before the index is created: a typo must leave nothing behind.
+    check_paths_to_index(paths, index_dir)
     engine = Spyglass.open(
         index_dir,
-        runtime=runtime_settings(device),
+        runtime=runtime_settings(device, quiet=quiet),
         model=model,
         writable=True,
         ingest_settings=settings,
     )
-    with engine, ProgressBar(quiet or as_json) as bar:
-        report = engine.add(list(paths), progress=bar)
+    with engine:
+        with ProgressBar(quiet or as_json) as bar:
+            report = engine.add(list(paths), progress=bar)
+        # Not an error: re-indexing a folder whose photos were all deleted is how they
+        # leave the index, and a scheduled run should not fail for it.
+        for path in engine.paths_without_images(list(paths)):
+            click.echo(f"warning: no images found in {path}", err=True)
     if as_json:
         click.echo(
             json.dumps(

@@ -50,13 +50,14 @@ def build_terms(
 
 
 def marked_image_id(engine: Spyglass, mark: str) -> int:
-    """--good / --bad value -> image id: an indexed file's path, or an id (``--json``
-    prints each result's)."""
+    """--good / --bad value -> image id: an indexed file's path, or an id as the results
+    show it (``12`` or ``#12``)."""
     state = engine.index.catalogue.file(str(Path(mark).expanduser().absolute()))
     if state is not None:
         return state.image_id
-    if mark.strip().isdigit():
-        return int(mark)
+    number = mark.strip().removeprefix("#")
+    if number.isdigit():
+        return int(number)
     raise UnknownImageId(f"{mark} is neither an indexed image's path nor an image id")
 
 
@@ -141,6 +142,12 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
 )
 @click.option("--min-score", type=float, default=None, help="Drop results scoring below this.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array of {path, score, ...}.")
+@click.option(
+    "--paths",
+    "paths_only",
+    is_flag=True,
+    help="Print only the paths, one per line, best first (for piping).",
+)
 @model_option
 @device_option
 def search_command(
@@ -159,13 +166,20 @@ def search_command(
     offset: int,
     min_score: float | None,
     as_json: bool,
+    paths_only: bool,
     model: str | None,
     device: str | None,
 ) -> None:
     """Search by TEXT, by --image, or both.
 
     TEXT may combine weighted terms, rclip style: "2:golden retriever" + ./pool.jpg - fruit
+
+    Each result prints as score, #id (what --good and --bad take) and path.
     """
+    if as_json and paths_only:
+        raise click.UsageError(
+            "--json and --paths cannot be combined: choose one", click.get_current_context()
+        )
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
@@ -180,15 +194,23 @@ def search_command(
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
         )
+        for note in engine.query_notes(query):
+            click.echo(f"note: {note}", err=True)
         results = engine.search(query)
     if as_json:
         click.echo(json.dumps([r.to_json() for r in results], indent=2))
         return
     if not results:
         click.echo("no results", err=True)
+    if paths_only:
+        for result in results:
+            click.echo(result.path)
+        return
+    id_width = max((len(str(r.image_id)) for r in results), default=0)
     for result in results:
         copies = f"  (+{len(result.paths) - 1} copies)" if len(result.paths) > 1 else ""
-        click.echo(f"{result.score:7.4f}  {result.path}{copies}")
+        image_id = f"#{result.image_id}".ljust(id_width + 1)
+        click.echo(f"{result.score:8.4f}  {image_id}  {result.path}{copies}")
 
 
 @click.command("models")

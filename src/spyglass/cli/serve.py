@@ -2,12 +2,48 @@
 
 from __future__ import annotations
 
+import errno
+import socket
 from dataclasses import replace
 
 import click
 
 from spyglass.cli.options import device_option, index_option, runtime_settings
-from spyglass.errors import MissingDependency
+from spyglass.errors import CannotServe, MissingDependency
+
+
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: any free port), for uvicorn to listen on.
+
+    Bound here, before the model loads and before anything is announced, so that a busy
+    port is one line and exit status 5, not "open http://..." followed by a failure."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise CannotServe(f"cannot serve on {host}: {exc.strerror}") from exc
+    listener = socket.socket(family, kind, protocol)
+    # As uvicorn does: a restarted server may take its port back at once. A port another
+    # process listens on stays refused.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+    except OSError as exc:
+        listener.close()
+        if exc.errno == errno.EADDRINUSE:
+            message = f"port {port} on {host} is in use; choose another with --port"
+        elif exc.errno == errno.EADDRNOTAVAIL:
+            message = f"{host} is not an address of this machine; choose another with --host"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            message = (
+                f"not permitted to listen on port {port} of {host} (ports below 1024 need "
+                "privileges); choose another with --port"
+            )
+        else:
+            message = f"cannot listen on port {port} of {host}: {exc.strerror or exc}"
+        raise CannotServe(message) from exc
+    return listener
 
 
 @click.command("serve")
@@ -73,31 +109,45 @@ def serve_command(
     from spyglass.engine import Spyglass
 
     token = token or None
+    ctx = click.get_current_context()
     if not is_loopback(host) and not token:
         raise click.UsageError(
             f"--host {host} exposes the index to the network: give --token (or set "
             "SPYGLASS_TOKEN), e.g. --token $(python -c "
-            "'import secrets; print(secrets.token_urlsafe())')"
+            "'import secrets; print(secrets.token_urlsafe())')",
+            ctx,
         )
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
-        raise click.UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters long")
+        raise click.UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", ctx)
     runtime = runtime_settings(device)
     threads = threads or runtime.threads or 1
-    settings = ServerSettings.for_binding(
-        host,
-        port,
-        token,
-        max_upload_bytes=max_upload_mb * 1024 * 1024,
-        follow_links_out=follow_links,
-        map_max_points=map_points,
-        search_threads=threads,
-    )
-    with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
-        app = create_app(engine, settings)
-        shown = f"[{host}]" if ":" in host else host
-        count = engine.index.count()
-        click.echo(f"serving {count:,} images from {engine.index.folder}")
-        click.echo(f"open http://{shown}:{port}/   (Ctrl+C stops)")
-        if token:
-            click.echo("the page asks for the token once; API clients send it as a Bearer token")
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with bind_listening_socket(host, port) as listener:
+        port = listener.getsockname()[1]  # the one chosen, for --port 0
+        settings = ServerSettings.for_binding(
+            host,
+            port,
+            token,
+            max_upload_bytes=max_upload_mb * 1024 * 1024,
+            follow_links_out=follow_links,
+            map_max_points=map_points,
+            search_threads=threads,
+        )
+        with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
+            app = create_app(engine, settings)
+            shown = f"[{host}]" if ":" in host else host
+            count = engine.index.count()
+            click.echo(f"serving {count:,} images from {engine.index.folder}")
+            click.echo(f"open http://{shown}:{port}/   (Ctrl+C stops)")
+            if token:
+                click.echo(
+                    "the page asks for the token once; API clients send it as a Bearer token"
+                )
+            config = uvicorn.Config(
+                app, host=host, port=port, log_level="warning", access_log=False
+            )
+            try:
+                uvicorn.Server(config).run(sockets=[listener])
+            except KeyboardInterrupt:
+                # uvicorn stops gracefully on Ctrl+C, then raises it again: the way to stop.
+                click.echo("stopped", err=True)
+                ctx.exit(130)

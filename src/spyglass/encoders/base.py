@@ -93,6 +93,28 @@ class Encoder(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsTokens(Protocol):
+    """An encoder that can say how much of a text it reads.
+
+    Text models read at most ``max_text_tokens`` tokens and silently drop the rest; this
+    lets the engine tell the person (see :meth:`spyglass.engine.Spyglass.query_notes`).
+    Kept apart from :class:`Encoder` so that an encoder without a tokenizer of its own
+    (a test double, a plug-in) still is one: the engine asks ``isinstance(encoder,
+    CountsTokens)`` and stays quiet when the answer is no.
+    """
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Tokens the text model reads, special tokens included; the rest is cut."""
+        ...
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` before any cut, counted as ``max_text_tokens`` is (special
+        tokens included, after the model's own text cleaning)."""
+        ...
+
+
 def embed_images(encoder: Encoder, images: Sequence[Image.Image]) -> dict[str, np.ndarray]:
     """Convenience: preprocess and embed in one call. Returns {space: (n, dims) float32}."""
     if not images:

@@ -161,6 +161,7 @@ class HFClipEncoder:
         # transformers' tokenizers change their padding state on every call: one at a time.
         self._tokenizer_lock = threading.Lock()
         self.context_length = context_length(config, self._tokenizer)
+        self.max_text_tokens = self.context_length
         dims = joint_dims(model)
         files = [folder / "config.json", folder / "preprocessor_config.json"]
         files += [folder / name for name in TOKENIZER_FILES if (folder / name).is_file()]
@@ -207,6 +208,13 @@ class HFClipEncoder:
         if not rows:
             return np.zeros((0, self.info.spaces[JOINT_SPACE]), np.float32)
         return np.concatenate(rows)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` before the cut at ``max_text_tokens`` (start and end tokens
+        included), by the checkpoint's own tokenizer."""
+        with self._tokenizer_lock:
+            encoded = self._tokenizer([text], truncation=False, padding=False)
+        return len(encoded["input_ids"][0])
 
     def token_ids(self, texts: Sequence[str]) -> np.ndarray:
         """n texts -> (n, context_length) int64 ids, padded to full length."""

@@ -198,6 +198,7 @@ class OnnxClipEncoder:
                 f"{files.context_length}"
             )
         self.tokenizer = TextTokenizer(files.tokenizer, context, files.pad_token, files.cleaning)
+        self.max_text_tokens = context
         dims = self._textual.output_width() or int(self.embed_texts(["a photo"]).shape[1])
         described = {
             "code": CODE_VERSION,
@@ -250,6 +251,10 @@ class OnnxClipEncoder:
         dtype = self._visual.input_type(self._pixel_input)
         features = self._visual.run({self._pixel_input: np.asarray(pixels, dtype=dtype)})
         return {JOINT_SPACE: normalize_rows(features)}
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` before the cut at ``max_text_tokens`` (the context length)."""
+        return self.tokenizer.count_tokens(text)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """n texts -> (n, dims) float32 unit rows."""

@@ -60,6 +60,11 @@ class TextTokenizer:
             raise ModelError(
                 f"pad token {pad_token!r} is not in the vocabulary of {tokenizer_file}"
             )
+        # An uncut, unpadded copy made before the cut is set, to count what a text holds.
+        counter = Tokenizer.from_str(tokenizer.to_str())
+        counter.no_truncation()
+        counter.no_padding()
+        self._counter = counter
         tokenizer.enable_truncation(max_length=context_length)
         tokenizer.enable_padding(length=context_length, pad_id=pad_id, pad_token=str(pad_token))
         # Configured once here: encode_batch then only reads the tokenizer, so concurrent
@@ -81,6 +86,13 @@ class TextTokenizer:
         ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(shape)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64).reshape(shape)
         return ids, mask
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` before the cut at ``context_length`` (start and end tokens
+        included, after the same cleaning as :meth:`__call__`)."""
+        if self.cleaning:
+            text = canonicalize_text(text, self.cleaning)
+        return len(self._counter.encode(text).ids)
 
 
 def token_content(value: Any) -> str | None:

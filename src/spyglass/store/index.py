@@ -71,6 +71,13 @@ class Index:
         folder = Path(folder).expanduser().absolute()
         path = folder / CATALOGUE_FILE
         if not path.is_file():
+            if holds_images(folder):
+                # The advice below would put the index among the photos.
+                raise IndexNotFound(
+                    f"{folder} holds images, not an index: index it with "
+                    f"`spyglass index {folder} --index ANOTHER_FOLDER`, then search "
+                    "with --index ANOTHER_FOLDER"
+                )
             raise IndexNotFound(
                 f"no index at {folder} (create one with: spyglass index PATH --index {folder})"
             )
@@ -241,6 +248,34 @@ class Index:
     def count(self) -> int:
         """Images (distinct contents) that can be found."""
         return self.catalogue.counts()["images"]
+
+
+def holds_images(folder: Path, look_at: int = 2000) -> bool:
+    """Whether ``folder`` or a folder in it holds image files (by name): tells a person who
+    gave a photo folder as ``--index`` what went wrong. Looks at no more than ``look_at``
+    entries, so that a huge folder costs a moment at most."""
+    from spyglass.images import is_candidate
+
+    pending, depth_of = [folder], {folder: 0}
+    while pending and look_at > 0:
+        current = pending.pop(0)
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    look_at -= 1
+                    if look_at < 0:
+                        break
+                    if entry.name.startswith("."):
+                        continue
+                    if entry.is_file() and is_candidate(entry.name):
+                        return True
+                    if entry.is_dir() and depth_of[current] < 1:
+                        child = Path(entry.path)
+                        depth_of[child] = depth_of[current] + 1
+                        pending.append(child)
+        except OSError:
+            continue
+    return False
 
 
 def _acquire_write_lock(folder: Path) -> int:

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,11 @@ import numpy as np
 from PIL import Image
 
 from spyglass.encoders.base import JOINT_SPACE, EncoderInfo, normalize_rows
+from spyglass.encoders.bundled.prepare import (
+    PREPARATION_HEADING,
+    TEXT_MAX_TOKENS,
+    preparation_line,
+)
 from spyglass.encoders.runtime import onnx_session
 from spyglass.settings import RuntimeSettings
 
@@ -46,6 +53,8 @@ RESIZE_TO = 256
 CROP_TO = 224
 
 DEFAULTS: dict[str, Any] = {"top_t": 10, "prompt": "a photo of a {}"}
+#: What the prepared folder's manifest.json records.
+MANIFEST = {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"}
 
 
 def imagenet_class_names() -> list[str]:
@@ -69,8 +78,14 @@ class BundledEncoder:
         self._image = onnx_session(folder / "image.onnx", settings)
         self._text = onnx_session(folder / "text.onnx", settings)
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-        self._tokenizer.enable_truncation(256)
+        self._tokenizer.enable_truncation(TEXT_MAX_TOKENS)
         self._tokenizer.enable_padding()
+        # A second copy that neither cuts nor pads, to count (tokenizers are configured
+        # once and then only read, which keeps both safe to share between threads).
+        self._token_counter = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self._token_counter.no_truncation()
+        self._token_counter.no_padding()
+        self.max_text_tokens = TEXT_MAX_TOKENS
         self.class_names = imagenet_class_names()
         self.class_vectors = self._class_vectors(folder)
         self.info = EncoderInfo(
@@ -88,6 +103,10 @@ class BundledEncoder:
         cached = folder / f"classes-{key}.npy"
         if cached.exists():
             return np.load(cached)
+        if self._settings.report_model_preparation is not None:
+            self._settings.report_model_preparation(
+                preparation_line(3, f"embedding the {len(prompts):,} class names")
+            )
         vectors = self.embed_texts(prompts)
         tmp = cached.with_suffix(".tmp.npy")
         np.save(tmp, vectors)
@@ -122,6 +141,11 @@ class BundledEncoder:
             None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )
         return normalize_rows(embedding)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens MiniLM would read in ``text`` without the cut at ``max_text_tokens``
+        ([CLS] and [SEP] included)."""
+        return len(self._token_counter.encode(text).ids)
 
     # -- ConSE -----------------------------------------------------------------------
 
@@ -190,5 +214,19 @@ def load(config: Mapping[str, Any], settings: RuntimeSettings) -> BundledEncoder
     for key in ("kind", "name"):
         merged.pop(key, None)
     folder = settings.cache_dir / "models" / "bundled-onnx-1"
-    prepare(folder, {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"})
-    return BundledEncoder(folder, settings, merged)
+    report = settings.report_model_preparation
+    if report is None:
+        prepare(folder, MANIFEST)
+        return BundledEncoder(folder, settings, merged)
+    # Relayed, to close a first use with how long it took (and say nothing otherwise).
+    started, steps = time.perf_counter(), []
+
+    def relay(line: str) -> None:
+        steps.append(line)
+        report(line)
+
+    prepare(folder, MANIFEST, relay)
+    encoder = BundledEncoder(folder, replace(settings, report_model_preparation=relay), merged)
+    if steps:
+        report(f"{PREPARATION_HEADING}: ready in {time.perf_counter() - started:.0f} s")
+    return encoder

