@@ -98,3 +98,12 @@ def test_the_real_serve_process_answers(sample_photos_index: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_a_query_longer_than_the_model_reads_says_it_was_cut(sample_client: TestClient) -> None:
+    response = sample_client.post("/api/search", json={"text": "a cup of coffee " * 100})
+    assert response.status_code == 200
+    (note,) = response.json()["notes"]
+    assert note.startswith("the query was cut at 256 tokens (it has ")
+    plain = sample_client.post("/api/search", json={"text": "a cup of coffee"}).json()
+    assert plain["notes"] == []

@@ -196,6 +196,11 @@ class SearchResponse(BaseModel):
     searchable: int = Field(description="Images the index can return.")
     took_ms: float
     upload_id: str | None = Field(default=None, description="Set when an image was uploaded.")
+    notes: list[str] = Field(
+        default_factory=list,
+        description="What to know about how the query was read, one sentence each "
+        "(e.g. a text longer than the model reads was cut).",
+    )
 
 
 class UploadResponse(BaseModel):

@@ -97,6 +97,7 @@ def search_response(
         searchable=state.searchable(),
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         upload_id=search.upload_id,
+        notes=state.engine.query_notes(built.query),
     )
 
 
