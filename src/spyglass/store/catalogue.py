@@ -15,13 +15,13 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from spyglass.encoders.base import EncoderInfo
-from spyglass.errors import IndexCorrupt, IndexProblem
+from spyglass.store.failures import catalogue_error
 
 SCHEMA_VERSION = 1
 
@@ -136,23 +136,6 @@ class _Rows(list[tuple[Any, ...]]):
         return list(self)
 
 
-def catalogue_error(path: Path, error: sqlite3.Error) -> IndexProblem:
-    """A SQLite failure as one typed line naming the file and what to do."""
-    text = str(error)
-    if "full" in text:
-        return IndexProblem(
-            f"the disk holding {path} is full: free some space and run the command again "
-            "(work committed so far is kept)"
-        )
-    if "not a database" in text or "malformed" in text:
-        return IndexCorrupt(
-            f"{path} is not a readable catalogue ({text}): re-create the index with a new --index"
-        )
-    if "readonly" in text or "unable to open" in text:
-        return IndexProblem(f"cannot write {path} ({text}): check its permissions")
-    return IndexProblem(f"catalogue {path}: {text}")
-
-
 class Catalogue:
     """SQLite catalogue of one index. Not shared between threads: open one per thread."""
 
@@ -190,14 +173,20 @@ class Catalogue:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """One SQLite transaction; a failure of SQLite or the disk inside it (a full
+        disk at COMMIT) rolls it back and becomes one typed line."""
         with self._db.lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as error:
+                raise catalogue_error(self.path, error) from error
 
     # -- meta ----------------------------------------------------------------------
 

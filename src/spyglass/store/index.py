@@ -27,6 +27,7 @@ from spyglass.encoders.base import EncoderInfo
 from spyglass.errors import EncoderMismatch, IndexLocked, IndexNotFound, IndexProblem
 from spyglass.store.base import VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
+from spyglass.store.failures import storage_error
 from spyglass.store.local import LocalVectorStore
 
 CATALOGUE_FILE = "catalogue.sqlite"
@@ -279,7 +280,10 @@ def holds_images(folder: Path, look_at: int = 2000) -> bool:
 
 
 def _acquire_write_lock(folder: Path) -> int:
-    handle = os.open(folder / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        handle = os.open(folder / "write.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise storage_error(folder / "write.lock", error) from error
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -288,8 +292,12 @@ def _acquire_write_lock(folder: Path) -> int:
         raise IndexLocked(
             f"index {folder} is being written by pid {holder}; wait for it to finish"
         ) from exc
-    os.ftruncate(handle, 0)
-    os.pwrite(handle, str(os.getpid()).encode(), 0)
+    try:
+        os.ftruncate(handle, 0)
+        os.pwrite(handle, str(os.getpid()).encode(), 0)
+    except OSError as error:
+        _release(handle)
+        raise storage_error(folder / "write.lock", error) from error
     return handle
 
 

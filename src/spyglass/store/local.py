@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,29 @@ import numpy as np
 
 from spyglass.errors import IndexCorrupt
 from spyglass.store.base import Neighbours, empty_neighbours
+from spyglass.store.failures import storage_error
 from spyglass.store.memory import _checked
 
 #: Rows converted to float32 per step when loading vectors into FAISS.
 _LOAD_CHUNK = 65536
 #: Below this many queries per call, FAISS searches on the calling thread only.
 _PARALLEL_QUERIES = 16
+
+
+@dataclass(frozen=True)
+class SearchMethod:
+    """How a store answers searches right now, for ``spyglass info`` and the server.
+
+    ``kind`` is ``"exact"`` (every visible row scored) or ``"approximate"`` (an index
+    proposes candidates that are re-scored exactly); ``recall_at_10`` is the measured
+    share of the exact top 10 that an approximate search returns (``None`` for exact).
+    """
+
+    kind: str
+    rows: int
+    summary: str
+    recall_at_10: float | None = None
+    nprobe: int | None = None
 
 
 class LocalVectorStore:
@@ -93,10 +111,14 @@ class LocalVectorStore:
                 (self._vectors_path, vectors.astype(np.float16)),
                 (self._owners_path, owners.astype(np.int64)),
             ):
-                with path.open("ab") as handle:
-                    handle.write(data.tobytes())
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                try:
+                    with path.open("ab") as handle:
+                        handle.write(data.tobytes())
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                except OSError as error:
+                    # Rows past the catalogue's count are cut off by the next writer.
+                    raise storage_error(path, error) from error
             self._rows += len(owners)
             self._owners_cache = None
             self._visible_bitmap = None
@@ -232,6 +254,14 @@ class LocalVectorStore:
             )
             raise KeyError(f"no vector stored for image ids {missing[:10]}")
         return np.asarray(matrix[rows], dtype=np.float32)
+
+    def describe(self) -> SearchMethod:
+        """How searches are answered: exactly, by FAISS over float32 copies of the rows."""
+        return SearchMethod(
+            kind="exact",
+            rows=self._rows,
+            summary=f"exact: every row scored (FAISS flat inner product), {self._rows:,} rows",
+        )
 
     def visible_owners(self) -> np.ndarray:
         unique = np.unique(self.owners())
