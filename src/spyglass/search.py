@@ -12,7 +12,12 @@ from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
 from spyglass.images import crop_region, decode_image, read_image_file
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method, sum_query
-from spyglass.query.rerank import RERANK_DEPTH, get_reranker, resolve_reranker
+from spyglass.query.rerank import (
+    RERANK_DEPTH,
+    collection_size,
+    get_reranker,
+    resolve_reranker,
+)
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import IngestSettings
 from spyglass.store.index import Index
@@ -152,10 +157,11 @@ class Searcher:
     def _ranked(self, query: Query) -> tuple[RankContext, list[tuple[int, float]]]:
         task = query.task
         method = get_method(query.method, task)
-        reranker = get_reranker(query.rerank, task)
+        size = collection_size(self.index)  # O(1): the default re-ranking depends on it
+        reranker = get_reranker(query.rerank, task, size)
         context = self.context(query)
         wanted = query.offset + query.k
-        if resolve_reranker(query.rerank, task) == "none":
+        if resolve_reranker(query.rerank, task, size) == "none":
             return context, method(context, wanted)
         ranking = method(context, max(wanted, RERANK_DEPTH))
         # Only the top RERANK_DEPTH are re-ordered (the re-rankers' contract); a longer

@@ -3,7 +3,7 @@
 Floors from issue 2: text -> image mAP >= 0.42 (one query "a photo of a <class>" per
 class) and image -> image mAP >= 0.70 (each image queries the rest, same class is
 relevant), over the 2,748 object images. The floors are the model's, so the rankings
-here are not re-ranked (the default k-reciprocal re-ranking lifts both: docs/results.md).
+here are not re-ranked (k-reciprocal re-ranking lifts both at this size: docs/methods.md).
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from spyglass.eval.datasets import (
 from spyglass.eval.protocols import PROTOCOL_TASKS
 from spyglass.eval.protocols.running import ProgressFunction, RunSettings
 from spyglass.eval.results import ProtocolResult
+from spyglass.eval.sizes import DEFAULT_DRAWS, DEFAULT_QUERIES, DEFAULT_SIZES
 from spyglass.eval.variants import select_variants
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -470,6 +471,28 @@ def qrels_command(
     emit(result, options["as_json"], options["per_query"], options["plot"], options["quiet"])
 
 
+def shared_data_opener(
+    model: str | None, device: str | None, no_bars: bool, index_root: str | None = None
+) -> Callable[[Path], IndexedCollection]:
+    """Opens a folder of the shared data with its known rules, indexed (incrementally)
+    once per folder and model, under ``index_root`` (default: the cache folder)."""
+    runtime = runtime_settings(device)
+    model_name = model or DEFAULT_MODEL
+    encoder = load_encoder(model_name, runtime)
+    root = Path(index_root) if index_root else runtime.cache_dir
+
+    def opener(folder: Path) -> IndexedCollection:
+        from spyglass.cli.indexing import ProgressBar
+
+        collection = read_collection(folder)
+        index_dir = default_index_dir(root, collection.folder, model_name)
+        with ProgressBar(no_bars) as bar:
+            indexed, _ = open_collection(collection, encoder, index_dir, bar)
+        return indexed
+
+    return opener
+
+
 @eval_command.command("report")
 @click.option(
     "--data",
@@ -498,18 +521,7 @@ def report_command(
     no_bars = _quiet(quiet)
     from spyglass.eval.suite import comparable, differences, run_suite
 
-    runtime = runtime_settings(device)
-    model_name = model or DEFAULT_MODEL
-    encoder = load_encoder(model_name, runtime)
-
-    def opener(folder: Path) -> IndexedCollection:
-        from spyglass.cli.indexing import ProgressBar
-
-        collection = read_collection(folder)
-        index_dir = default_index_dir(runtime.cache_dir, collection.folder, model_name)
-        with ProgressBar(no_bars) as bar:
-            indexed, _ = open_collection(collection, encoder, index_dir, bar)
-        return indexed
+    opener = shared_data_opener(model, device, no_bars)
 
     def announce(line: str) -> None:
         if not quiet:
@@ -536,3 +548,132 @@ def report_command(
         return
     target.write_text(markdown, encoding="utf-8")
     click.echo(f"wrote {out}")
+
+
+@eval_command.command("rerank")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(file_okay=False, exists=True),
+    help="Folder holding the shared labelled sets (caltech101, fashion, photos, ...).",
+)
+@click.option(
+    "--sizes",
+    default=",".join(str(size) for size in DEFAULT_SIZES),
+    show_default=True,
+    help="Collection sizes, comma-separated; a size beyond a folder means the whole folder.",
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(1, 100),
+    default=DEFAULT_DRAWS,
+    show_default=True,
+    help="Random collections per size (pooled); a whole folder is drawn once.",
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(1),
+    default=DEFAULT_QUERIES,
+    show_default=True,
+    help="Image and caption queries per size, split over the draws.",
+)
+@click.option(
+    "--run",
+    "runs",
+    multiple=True,
+    help="DATASET:PROTOCOL to measure (repeatable; protocols text, image, caption). "
+    "Default: photos:caption, caltech101:text, caltech101:image, fashion:text, "
+    "fashion:image, fashion:caption.",
+)
+@click.option("--model", default=None, help=f"Model to evaluate (default: {DEFAULT_MODEL}).")
+@click.option(
+    "--index-root",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Where the folders' indexes live: ROOT/eval/<folder>-<hash>/<model> "
+    "(default: the cache folder, shared with `spyglass eval report`).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of every draw.")
+@click.option(
+    "--bootstrap",
+    type=click.IntRange(100, 100_000),
+    default=1000,
+    show_default=True,
+    help="Bootstrap resamples for the confidence intervals.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--markdown", is_flag=True, help="Print the table as Markdown.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@device_option
+def rerank_command(
+    data: str,
+    sizes: str,
+    draws: int,
+    queries: int,
+    runs: tuple[str, ...],
+    model: str | None,
+    index_root: str | None,
+    seed: int,
+    bootstrap: int,
+    as_json: bool,
+    markdown: bool,
+    quiet: bool,
+    device: str | None,
+) -> None:
+    """Does re-ranking help, by collection size? Each re-ranking against none on seeded
+    random collections of each size cut from the shared data: mAP, and the paired
+    difference to no re-ranking with its 95% interval."""
+    from spyglass.eval.sizes import (
+        RERANK_PLAN,
+        parse_run,
+        parse_sizes,
+        print_table,
+        run_rerank_sizes,
+        settings_json,
+    )
+    from spyglass.eval.sizes import (
+        markdown_table as sizes_markdown,
+    )
+
+    no_bars = _quiet(quiet or as_json)
+    wanted_sizes = parse_sizes(sizes)
+    plan = [parse_run(r) for r in runs] or list(RERANK_PLAN)
+    settings = RunSettings(seed=seed, resamples=bootstrap)
+
+    def announce(line: str) -> None:
+        if not (quiet or as_json):
+            click.echo(line, err=True)
+
+    @contextmanager
+    def progress_for(what: str) -> Iterator[ProgressFunction]:
+        with query_progress(no_bars, what) as update:
+            yield update
+
+    rows, absent = run_rerank_sizes(
+        Path(data),
+        shared_data_opener(model, device, no_bars, index_root),
+        sizes=wanted_sizes,
+        runs=plan,
+        draws=draws,
+        queries=queries,
+        settings=settings,
+        announce=announce,
+        progress_for=progress_for,
+    )
+    if as_json:
+        report = {
+            "settings": settings_json(wanted_sizes, draws, queries, settings),
+            "model": model or DEFAULT_MODEL,
+            "rows": [row.to_json() for row in rows],
+            "absent": absent,
+        }
+        click.echo(json.dumps(report, indent=2))
+        return
+    if absent:
+        click.echo(f"not found under {data}, so not measured: {', '.join(absent)}", err=True)
+    if markdown:
+        click.echo(sizes_markdown(rows))
+        return
+    from rich.console import Console
+
+    print_table(rows, Console(file=sys.stdout, width=200), "re-ranking by collection size")

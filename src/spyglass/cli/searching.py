@@ -219,7 +219,11 @@ def models_command(as_json: bool) -> None:
     """List the named models and the query methods."""
     from spyglass.encoders import model_names
     from spyglass.query.methods import DEFAULT_METHOD, DEFAULT_METHODS, TASKS, method_names
-    from spyglass.query.rerank import reranker_names, resolve_reranker
+    from spyglass.query.rerank import (
+        describe_default_reranker,
+        reranker_names,
+        resolve_reranker,
+    )
 
     models = {name: spec.get("about", "") for name, spec in model_names().items()}
     methods = method_names()
@@ -234,6 +238,7 @@ def models_command(as_json: bool) -> None:
                     "default_methods": DEFAULT_METHODS,
                     "rerankers": rerankers,
                     "default_rerankers": {t: resolve_reranker("default", t) for t in TASKS},
+                    "default_reranker_rules": {t: describe_default_reranker(t) for t in TASKS},
                 },
                 indent=2,
             )
@@ -253,5 +258,5 @@ def models_command(as_json: bool) -> None:
         click.echo(f"  {name:24} {about}")
     click.echo("defaults, by kind of query (what --method/--rerank default means):")
     for task in TASKS:
-        rerank = resolve_reranker("default", task)
+        rerank = describe_default_reranker(task)
         click.echo(f"  {task:24} method {DEFAULT_METHODS[task]}, re-ranking {rerank}")

@@ -22,7 +22,8 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -278,6 +279,12 @@ class IndexedCollection:
         self.collection.require_column(name, "asked for by the protocol")
         return np.array([row.get(name, "") for row in self.rows], dtype=object)
 
+    def class_labels(self) -> tuple[str, np.ndarray]:
+        """The collection's class column: (its name, (m,) object array of labels)."""
+        name = self.collection.rules.label
+        self.collection.require_column(name, "the class of each image")
+        return name, np.array([row.get(name, "") for row in self.rows], dtype=object)
+
     def positions_of(self, image_ids: Iterable[int]) -> np.ndarray:
         """Image ids -> member positions (-1 for images that are not members)."""
         wanted = np.asarray(list(image_ids), np.int64)
@@ -285,6 +292,30 @@ class IndexedCollection:
         result = np.full(len(wanted), -1, np.int64)
         result[inside] = self._position[wanted[inside]]
         return result
+
+    @contextmanager
+    def restricted_to(self, positions: Sequence[int] | np.ndarray) -> Iterator[IndexedCollection]:
+        """The members at ``positions`` as a collection of their own.
+
+        While the block runs, every other image of the index (the other members, rows the
+        dataset's rules leave out, files labels.csv does not list) is hidden from search in
+        every space, so the engine ranks and re-ranks as it would on an index holding those
+        images only, and nothing is embedded again. Only the search is restricted: the
+        catalogue still counts every image, so ``Index.count()`` does not change."""
+        chosen = np.unique(np.asarray(positions, np.int64))
+        keep = self.ids[chosen]
+        stores = list(self.engine.index.stores.values())
+        # Per store: what it showed and now hides, so that exactly that is shown again.
+        hidden = [np.setdiff1d(store.visible_owners(), keep) for store in stores]
+        for store, owners in zip(stores, hidden, strict=True):
+            store.set_hidden(owners.tolist(), True)
+        try:
+            yield IndexedCollection(
+                self.engine, self.collection, keep, [self.rows[p] for p in chosen.tolist()]
+            )
+        finally:
+            for store, owners in zip(stores, hidden, strict=True):
+                store.set_hidden(owners.tolist(), False)
 
     def rank(self, query: Query, leave_out: Iterable[int] = ()) -> Ranked:
         """Rank every indexed image for ``query`` through the engine, keep the members

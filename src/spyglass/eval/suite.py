@@ -74,12 +74,8 @@ def suite_variants(run: SuiteRun) -> list[Variant]:
     return variants
 
 
-def run_one(
-    run: SuiteRun,
-    collection: IndexedCollection,
-    settings: RunSettings,
-    progress: ProgressFunction | None,
-) -> ProtocolResult:
+def protocol_runner(protocol: str) -> Callable[..., ProtocolResult]:
+    """The ``run_*`` function of a labelled-folder protocol, by name."""
     from spyglass.eval.protocols.caption import run_caption
     from spyglass.eval.protocols.composed import run_composed
     from spyglass.eval.protocols.feedback import run_feedback
@@ -95,7 +91,16 @@ def run_one(
         "caption": run_caption,
         "feedback": run_feedback,
     }
-    return runners[run.protocol](
+    return runners[protocol]
+
+
+def run_one(
+    run: SuiteRun,
+    collection: IndexedCollection,
+    settings: RunSettings,
+    progress: ProgressFunction | None,
+) -> ProtocolResult:
+    return protocol_runner(run.protocol)(
         collection,
         suite_variants(run),
         settings=settings,

@@ -17,6 +17,7 @@ import numpy as np
 
 from spyglass.errors import InvalidQuery
 from spyglass.query.methods import RankContext, Ranking
+from spyglass.store.index import Index
 
 #: (context, ranking of the top results) -> new ranking of the same results.
 Reranker = Callable[[RankContext, Ranking], Ranking]
@@ -48,18 +49,54 @@ def reranker_names() -> dict[str, str]:
     return dict(_ABOUT)
 
 
-#: What the re-ranking name "default" means for each kind of query. k-reciprocal won
-#: text -> image and image -> image on Caltech-101 (docs/results.md) for ~30 ms; it is
-#: not measured to help composed queries or feedback, whose scores are not cosines.
-DEFAULT_RERANKERS = {"text": "kreciprocal", "image": "kreciprocal"}
+#: From how many images k-reciprocal re-ranking helps image -> image search: the
+#: smallest measured collection where it did (Fashion, 300 images: +0.022 mAP; Caltech-101
+#: +0.058 from 1,000), and it never hurt at or above it. At 100 images it did not help
+#: (-0.005 and -0.001), and text queries it helped only on Caltech-101's class names from
+#: 1,000 images, while it hurt captions (docs/methods.md, `spyglass eval rerank`).
+KRECIPROCAL_MIN_IMAGES = 300
+
+#: What the re-ranking name "default" means, per kind of query (``Query.task``): the
+#: re-ranking and the smallest collection it applies to. Smaller collections, and kinds
+#: of query not listed, get ``none``.
+DEFAULT_RERANKING: dict[str, tuple[str, int]] = {
+    "image": ("kreciprocal", KRECIPROCAL_MIN_IMAGES),
+}
 
 
-def resolve_reranker(name: str, task: str) -> str:
-    return DEFAULT_RERANKERS.get(task, "none") if name == "default" else name
+def resolve_reranker(name: str, task: str, collection_size: int | None = None) -> str:
+    """The re-ranking a query gets: ``name`` itself, or for ``default`` the one chosen for
+    the kind of query and the number of images in the collection. Without a size, the
+    choice for a collection large enough (what listings of the defaults show; see
+    ``describe_default_reranker`` for the whole rule)."""
+    if name != "default":
+        return name
+    if task not in DEFAULT_RERANKING:
+        return "none"
+    reranker, smallest = DEFAULT_RERANKING[task]
+    return reranker if collection_size is None or collection_size >= smallest else "none"
 
 
-def get_reranker(name: str, task: str = "text") -> Reranker:
-    name = resolve_reranker(name, task)
+def describe_default_reranker(task: str) -> str:
+    """The rule behind ``default`` for a kind of query, in words: ``none``, or e.g.
+    ``kreciprocal from 300 images, else none``."""
+    if task not in DEFAULT_RERANKING:
+        return "none"
+    reranker, smallest = DEFAULT_RERANKING[task]
+    return f"{reranker} from {smallest:,} images, else none" if smallest > 0 else reranker
+
+
+def collection_size(index: Index) -> int:
+    """How many images the default re-ranking should assume the index holds: the rows of
+    its image space, read in O(1). Images whose files were all removed still count (the
+    catalogue's exact count is SQL COUNTs over the images table, measured at 2 ms on
+    9,461 images, too slow to run on every query for a threshold)."""
+    store = index.stores.get(index.info.image_space)
+    return len(store) if store is not None else 0
+
+
+def get_reranker(name: str, task: str = "text", collection_size: int | None = None) -> Reranker:
+    name = resolve_reranker(name, task, collection_size)
     if name not in _RERANKERS:
         known = ", ".join(sorted(_RERANKERS))
         raise InvalidQuery(f"unknown re-ranking '{name}': choose one of default, {known}")
@@ -85,8 +122,9 @@ def top_vectors(context: RankContext, ranking: Ranking) -> tuple[np.ndarray, np.
 
 
 def _reordered(ranking: Ranking, scores: np.ndarray) -> Ranking:
-    """The same images, sorted by the new scores (ties: the old order)."""
-    order = np.argsort(-scores, kind="stable")
+    """The same images, sorted by the new scores, ties by image id (as every ranking)."""
+    ids = np.array([image_id for image_id, _ in ranking], np.int64)
+    order = np.lexsort((ids, -scores))
     return [(ranking[i][0], float(scores[i])) for i in order.tolist()]
 
 

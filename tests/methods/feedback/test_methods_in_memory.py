@@ -191,7 +191,7 @@ def test_aqe_reranker_reorders_the_same_images_by_the_expanded_query(vectors) ->
     scores = alpha_qe_scores(
         np.array([s for _, s in ranking], np.float64), vectors["joint"][ids].astype(np.float64)
     )
-    expected = [ids[i] for i in np.argsort(-scores, kind="stable")]
+    expected = [ids[i] for i in np.lexsort((ids, -scores))]
     assert [i for i, _ in reranked] == expected
 
 

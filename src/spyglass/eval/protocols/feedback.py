@@ -108,9 +108,8 @@ def run_feedback(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    label_column = collection.collection.rules.label
-    collection.collection.require_column(label_column, "the class of each image")
-    labels = sorted(set(collection.column(label_column)) - {""})
+    label_column, column = collection.class_labels()
+    labels = sorted(set(column) - {""})
     queries = class_queries(collection, class_texts(labels, templates))
     steps = Steps(len(queries) * len(variants), progress)
     methods = []

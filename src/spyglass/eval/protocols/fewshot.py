@@ -113,9 +113,7 @@ def run_fewshot(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    label_column = collection.collection.rules.label
-    collection.collection.require_column(label_column, "the class of each image")
-    labels = collection.column(label_column)
+    label_column, labels = collection.class_labels()
     classes = sorted(
         c for c in set(labels) - {""} if int((labels == c).sum()) > shots
     )  # at least one relevant image besides the exemplars

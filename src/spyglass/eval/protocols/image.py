@@ -37,9 +37,7 @@ def run_image(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    label_column = collection.collection.rules.label
-    collection.collection.require_column(label_column, "the class of each image")
-    labels = collection.column(label_column)
+    label_column, labels = collection.class_labels()
     _, codes = np.unique(labels.astype(str), return_inverse=True)
     chosen = sample_positions(len(collection), sample, np.random.default_rng(settings.seed))
     queries = [

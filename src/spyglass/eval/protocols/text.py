@@ -92,9 +92,8 @@ def run_text(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    label_column = collection.collection.rules.label
-    collection.collection.require_column(label_column, "the class of each image")
-    labels = sorted(set(collection.column(label_column)) - {""})
+    label_column, column = collection.class_labels()
+    labels = sorted(set(column) - {""})
     file_queries = read_query_file(query_file) if query_file else None
     texts = class_texts(labels, templates, file_queries)
     if not texts:
