@@ -187,6 +187,11 @@ def test_incremental_indexing_embeds_only_what_changed(
         second = engine.add([str(folder)])
         found = {p for r in engine.search(Query((TextTerm("a photo"),), k=50)) for p in r.paths}
         rockets = engine.search(Query((ImageTerm(path=str(folder / "rocket.jpg")),), k=1))
+        # The O(1) count agrees with the catalogue's full count, and the images the
+        # commits marked dead are exactly those a full recomputation finds.
+        assert engine.index.count() == engine.status().unique_images == 13
+        with engine.index.catalogue.transaction():
+            assert engine.index.catalogue.refresh_alive() == (set(), set())
         third = engine.add([str(folder)])
     assert second.embedded == 0, "a rename and a copy are recognised by their bytes"
     assert (second.removed, second.linked) == (2, 2)

@@ -13,14 +13,24 @@ from PIL import Image
 from spyglass.images import decode_image
 from spyglass.search import QUERY_MAX_SIDE
 
+# VmHWM, not ru_maxrss: the latter survives exec, so a child of a big pytest process
+# would start at its parent's peak.
 PEAK = """
-import resource, sys
+import sys
 from spyglass.images import decode_image
+
+
+def high_water_mark_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+
 data = open(sys.argv[1], "rb").read()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = high_water_mark_kb()
 options = {"max_side": int(sys.argv[2])} if sys.argv[2] != "none" else {}
 decoded = decode_image(data, max_pixels=64_000_000, min_side=32, **options)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+after = high_water_mark_kb()
 print((after - before) // 1024, decoded.width, decoded.height, decoded.image.size[0])
 """
 

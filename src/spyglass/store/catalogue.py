@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS files (
     indexed_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_by_image ON files(image_id);
+CREATE INDEX IF NOT EXISTS dead_images ON images(id) WHERE alive = 0;
 CREATE TABLE IF NOT EXISTS skipped (
     path TEXT PRIMARY KEY,
     reason TEXT NOT NULL,
@@ -299,22 +300,47 @@ class Catalogue:
     def delete_files(self, paths: Iterable[str]) -> None:
         self._db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
 
-    def refresh_alive(self) -> tuple[set[int], set[int]]:
-        """Recompute which images have a file left. Returns (died, revived) image ids."""
-        died = {
-            r[0]
-            for r in self._db.execute(
-                "SELECT id FROM images WHERE alive = 1 AND NOT EXISTS "
-                "(SELECT 1 FROM files WHERE files.image_id = images.id)"
+    def image_ids_of_paths(self, paths: Iterable[str]) -> set[int]:
+        """The images these paths show now (paths not in the catalogue are left out)."""
+        found: set[int] = set()
+        wanted = list(paths)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT image_id FROM files WHERE path IN ({marks})", chunk
+                )
             )
-        }
-        revived = {
-            r[0]
-            for r in self._db.execute(
-                "SELECT id FROM images WHERE alive = 0 AND EXISTS "
-                "(SELECT 1 FROM files WHERE files.image_id = images.id)"
+        return found
+
+    def refresh_alive(self, candidates: Iterable[int] | None = None) -> tuple[set[int], set[int]]:
+        """Recompute which images have a file left. Returns (died, revived) image ids.
+
+        ``candidates``: the images whose files changed (the only ones whose state can
+        have changed), so that a commit costs what it changed, not what the index holds;
+        ``None`` checks every image."""
+        if candidates is None:
+            rows = self._db.execute(
+                "SELECT id, alive, EXISTS (SELECT 1 FROM files WHERE files.image_id = images.id) "
+                "FROM images"
             )
-        }
+        else:
+            wanted = sorted({int(i) for i in candidates})
+            rows = _Rows()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows.extend(
+                    self._db.execute(
+                        "SELECT id, alive, EXISTS (SELECT 1 FROM files "
+                        f"WHERE files.image_id = images.id) FROM images WHERE id IN ({marks})",
+                        chunk,
+                    )
+                )
+        died = {image_id for image_id, alive, has_file in rows if alive and not has_file}
+        revived = {image_id for image_id, alive, has_file in rows if not alive and has_file}
         self._db.executemany("UPDATE images SET alive = 0 WHERE id = ?", [(i,) for i in died])
         self._db.executemany("UPDATE images SET alive = 1 WHERE id = ?", [(i,) for i in revived])
         return died, revived

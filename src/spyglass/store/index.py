@@ -25,8 +25,10 @@ import numpy as np
 
 from spyglass.encoders.base import EncoderInfo
 from spyglass.errors import EncoderMismatch, IndexLocked, IndexNotFound, IndexProblem
+from spyglass.settings import VectorSearchSettings
 from spyglass.store.base import VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
+from spyglass.store.factory import open_vector_store
 from spyglass.store.failures import storage_error
 from spyglass.store.local import LocalVectorStore
 
@@ -67,8 +69,11 @@ class Index:
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path | str) -> Index:
-        """Open an existing index to read. Raises :class:`IndexNotFound`."""
+    def open(cls, folder: Path | str, vector_search: VectorSearchSettings | None = None) -> Index:
+        """Open an existing index to read. Raises :class:`IndexNotFound`.
+
+        ``vector_search`` says how each space is searched (default: exactly below 100,000
+        rows, through the saved approximate index above)."""
         folder = Path(folder).expanduser().absolute()
         path = folder / CATALOGUE_FILE
         if not path.is_file():
@@ -88,12 +93,17 @@ class Index:
             catalogue.close()
             raise IndexNotFound(f"{folder} holds no finished index yet (no encoder recorded)")
         index = cls(folder, catalogue, info, {})
-        index.stores = index._open_stores(writer=False)
+        index.stores = index._open_stores(writer=False, vector_search=vector_search)
         index._hide_dead()
         return index
 
     @classmethod
-    def open_for_writing(cls, folder: Path | str, info: EncoderInfo) -> Index:
+    def open_for_writing(
+        cls,
+        folder: Path | str,
+        info: EncoderInfo,
+        vector_search: VectorSearchSettings | None = None,
+    ) -> Index:
         """Open (or create) an index to add vectors made by the encoder ``info``.
 
         Raises :class:`EncoderMismatch` if the index holds another encoder's vectors and
@@ -119,19 +129,26 @@ class Index:
                     f"{info.describe()}; use --model {recorded.name} or another --index"
                 )
             index = cls(folder, catalogue, recorded or info, {}, lock)
-            index.stores = index._open_stores(writer=True)
+            index.stores = index._open_stores(writer=True, vector_search=vector_search)
             index._hide_dead()
             return index
         except BaseException:
             _release(lock)
             raise
 
-    def _open_stores(self, *, writer: bool) -> dict[str, VectorStore]:
+    def _open_stores(
+        self, *, writer: bool, vector_search: VectorSearchSettings | None = None
+    ) -> dict[str, VectorStore]:
         rows = self.catalogue.space_rows()
         stores: dict[str, VectorStore] = {}
         for space, (dims, committed) in rows.items():
-            stores[space] = LocalVectorStore(
-                self.folder / "vectors", space, dims, committed, writer=writer
+            stores[space] = open_vector_store(
+                self.folder / "vectors",
+                space,
+                dims,
+                committed,
+                writer=writer,
+                settings=vector_search,
             )
         return stores
 
@@ -195,11 +212,15 @@ class Index:
             for f in files
         ]
         with self.catalogue.transaction():
+            # Only images whose files change here can die (a path moved to other bytes)
+            # or come back (a file points at them again).
+            touched = self.catalogue.image_ids_of_paths(f.path for f in resolved)
+            touched.update(f.image_id for f in resolved)
             self.catalogue.insert_images(first_id, new_images)
             self.catalogue.upsert_files(resolved)
             for space, rows_count in committed.items():
                 self.catalogue.set_space_rows(space, rows_count)
-            died, revived = self.catalogue.refresh_alive()
+            died, revived = self.catalogue.refresh_alive(touched)
         self._apply_alive(died, revived)
         return ids.tolist()
 
@@ -208,8 +229,9 @@ class Index:
         self._require_writer()
         paths = list(paths)
         with self.catalogue.transaction():
+            touched = self.catalogue.image_ids_of_paths(paths)
             self.catalogue.delete_files(paths)
-            died, revived = self.catalogue.refresh_alive()
+            died, revived = self.catalogue.refresh_alive(touched)
         self._apply_alive(died, revived)
         return len(paths)
 
@@ -247,8 +269,11 @@ class Index:
             self._apply_alive(dead - self._dead, self._dead - dead)
 
     def count(self) -> int:
-        """Images (distinct contents) that can be found."""
-        return self.catalogue.counts()["images"]
+        """Images (distinct contents) that can be found: rows of the image space (one per
+        image ever embedded) less the dead ones. O(1): searches ask for it every time."""
+        with self._state_lock:
+            store = self.stores.get(self.info.image_space)
+            return max(0, (len(store) if store is not None else 0) - len(self._dead))
 
 
 def holds_images(folder: Path, look_at: int = 2000) -> bool:
