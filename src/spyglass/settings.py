@@ -119,9 +119,13 @@ class VectorSearchSettings:
     #: Candidates re-scored exactly from the float16 rows per query (at least 4 x k).
     rescore: int = 100
     #: Bytes of memory the approximate index's codes may take (``None``: no limit).
-    #: 8-bit scalar codes (``dims`` bytes a row) when they fit; else 4-bit product
-    #: codes (``dims / 16`` bytes a row), which need the re-scoring more.
+    #: 8-bit scalar codes (``dims`` bytes a row) when they fit; else the largest 4-bit
+    #: product codes that do (``dims / 4`` down to ``dims / 32`` bytes a row), whose
+    #: candidates are rougher and lean more on the exact re-scoring.
     memory_budget: int | None = None
+    #: Codes to use whatever the budget: ``"SQ8"`` or ``"PQ{m}x4fs"`` (FAISS names);
+    #: ``None`` lets ``memory_budget`` choose.
+    codes: str | None = None
     #: Retrain the index (new clusters) once the rows have grown by this factor since it
     #: was trained; until then new rows are added to the trained index.
     retrain_growth: float = 2.0
