@@ -11,6 +11,7 @@ symbolic link to an image outside the collection, and a text file named like an 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import socket
 import subprocess
@@ -132,8 +133,9 @@ def make_app(engine: Spyglass, **options: object) -> FastAPI:
 
 
 @pytest.fixture(scope="session")
-def app(server_engine: Spyglass) -> FastAPI:
-    return make_app(server_engine, max_upload_bytes=2 * 1024 * 1024)
+def app(server_engine: Spyglass, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    cache = tmp_path_factory.mktemp("server-cache")
+    return make_app(server_engine, max_upload_bytes=2 * 1024 * 1024, cache_dir=cache)
 
 
 @pytest.fixture(scope="session")
@@ -155,7 +157,9 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(server_engine: Spyglass) -> Iterator[LiveServer]:
+def live_server(
+    server_engine: Spyglass, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
     """The real `spyglass serve` command in its own process, on a free loopback port."""
     port = free_port()
     log = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this block: closed below
@@ -172,6 +176,7 @@ def live_server(server_engine: Spyglass) -> Iterator[LiveServer]:
             "--max-upload-mb",
             "2",
         ],
+        env={**os.environ, "SPYGLASS_CACHE_DIR": str(tmp_path_factory.mktemp("serve-cache"))},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -293,15 +293,16 @@ def test_image_detail_and_original(client: TestClient, collection: Collection) -
 
 
 def test_thumbnail_is_made_once_and_cached(
-    client: TestClient, server_engine: Spyglass, collection: Collection
+    client: TestClient, app: Any, collection: Collection
 ) -> None:
     image_id = image_id_of(client, collection.root / "photos" / "07_Kite.jpg")  # 1024x640
     first = client.get(f"/api/images/{image_id}/thumbnail")
     assert first.status_code == 200 and first.headers["content-type"] == "image/jpeg"
     with Image.open(io.BytesIO(first.content)) as thumb:
         assert thumb.size == (256, 160) and thumb.format == "JPEG"
-    cached = server_engine.index.folder / "thumbnails" / "256" / "0" / f"{image_id}.jpg"
-    assert cached.read_bytes() == first.content
+    thumbnails = app.state.spyglass.thumbnails
+    cached = thumbnails.path_for(thumbnails.gate.content_hash(image_id), 256)
+    assert cached is not None and cached.read_bytes() == first.content
     stamp = cached.stat().st_mtime_ns
     again = client.get(f"/api/images/{image_id}/thumbnail")
     assert again.content == first.content and cached.stat().st_mtime_ns == stamp
@@ -413,7 +414,7 @@ def test_map_lays_out_the_collection_and_is_cached(
     assert data["ids"] == visible and data["count"] == data["total"] == len(visible)
     xy = np.array([data["x"], data["y"]]).T
     assert xy.min() >= 0 and xy.max() <= 1
-    assert list((server_engine.index.folder / "map").glob("map-*.npz"))
+    assert list(app.state.spyglass.caches.map.glob("map-*.npz"))
     # Nearby points look alike: the nearest neighbour on the map shares the class far
     # more often than chance (12 classes + photos).
     labels = []

@@ -12,7 +12,10 @@ see the same load on a shared machine:
   HTTP client (adds sockets and HTTP parsing).
 
 Also measured: thumbnails made cold and served from the disk cache, and (unless
-``--no-map``) what the collection map's PCA + t-SNE costs over the whole index.
+``--no-map``) what the collection map costs over the whole index (or a seeded sample of
+``--map-points`` images): the layout alone (PCA + t-SNE) on 1 thread and on all cores,
+and the server's whole map (layout, groups and their names from the vocabulary) as
+``GET /api/map`` computes it. ``--map-only`` skips the latency runs.
 """
 
 from __future__ import annotations
@@ -208,15 +211,49 @@ def bench_thumbnails(url: str, ids: list[int]) -> dict[str, float]:
     }
 
 
-def bench_map(engine: Spyglass, threads: int) -> dict[str, float]:
+def map_ids(engine: Spyglass, points: int | None) -> np.ndarray:
+    """The images the map covers: all, or a seeded sample of ``points`` (as the server)."""
+    ids = np.sort(engine.index.stores[engine.index.info.image_space].visible_owners())
+    if points is not None and len(ids) > points:
+        ids = np.sort(np.random.default_rng(0).choice(ids, points, replace=False))
+    return ids
+
+
+def bench_map(engine: Spyglass, threads: int, points: int | None = None) -> dict[str, float]:
+    """Seconds for the layout alone (PCA + t-SNE) on ``threads`` threads."""
     from spyglass.server.atlas import layout_vectors
 
-    space = engine.index.info.image_space
-    ids = np.sort(engine.index.stores[space].visible_owners())
-    vectors = engine.index.stores[space].fetch(ids)
+    ids = map_ids(engine, points)
+    vectors = engine.index.stores[engine.index.info.image_space].fetch(ids)
     started = time.perf_counter()
     layout_vectors(vectors, threads=threads)
     return {"map_images": len(ids), f"map_seconds_{threads}_thread": time.perf_counter() - started}
+
+
+def bench_server_map(engine: Spyglass, points: int | None = None) -> dict[str, float]:
+    """The server's map from nothing, as ``GET /api/map`` computes it with the server's
+    settings (one thread): vocabulary, layout, groups and their names. No cache."""
+    from spyglass.server.atlas import CollectionMap
+    from spyglass.server.vocabulary import Vocabulary
+
+    total = len(map_ids(engine, None))
+    vocabulary = Vocabulary(engine.encoder, None)
+    started = time.perf_counter()
+    vocabulary.vectors()
+    words = time.perf_counter() - started
+    atlas = CollectionMap(
+        engine.index, None, max_points=points or total, vocabulary=vocabulary, threads=1
+    )
+    started = time.perf_counter()
+    state = atlas.wait()
+    if state.layout is None:
+        raise click.ClickException(state.message)
+    return {
+        "server_map_images": len(state.layout.ids),
+        "server_map_vocabulary_seconds": words,
+        "server_map_seconds": time.perf_counter() - started,
+        "server_map_layout_seconds": state.layout.seconds,
+    }
 
 
 @click.command("api")
@@ -235,6 +272,13 @@ def bench_map(engine: Spyglass, threads: int) -> dict[str, float]:
 )
 @click.option("--requests", default=300, show_default=True, help="Timed queries per way.")
 @click.option("--map/--no-map", "with_map", default=True, help="Also time the map's t-SNE.")
+@click.option("--map-only", is_flag=True, help="Time only the map (no latency runs).")
+@click.option(
+    "--map-points",
+    type=click.IntRange(5, 1_000_000),
+    default=None,
+    help="Lay out a seeded sample of this many images (default: all).",
+)
 @click.option(
     "--threads",
     default=1,
@@ -247,6 +291,8 @@ def command(
     index_dir: str | None,
     requests: int,
     with_map: bool,
+    map_only: bool,
+    map_points: int | None,
     threads: int,
     out: str | None,
 ) -> None:
@@ -265,6 +311,20 @@ def command(
     results["load_average_1m_at_start"] = os.getloadavg()[0]
     queries = [QUERIES[n % len(QUERIES)] for n in range(requests)]
     faiss.omp_set_num_threads(threads)  # this thread runs the engine baseline
+    if map_only:
+        with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
+            results["images"] = engine.index.count()
+            results.update(bench_server_map(engine, map_points))
+            results.update(bench_map(engine, 1, map_points))
+        results["load_average_1m_at_end"] = os.getloadavg()[0]
+        results["cpu_count"] = os.cpu_count()
+        for key, value in results.items():
+            click.echo(f"{key:32} {value:.3f}" if isinstance(value, float) else f"{key:32} {value}")
+        if out:
+            Path(out).write_text(json.dumps(results, indent=2) + "\n")
+        if scratch is not None:
+            scratch.cleanup()
+        return
     with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
         results["images"] = engine.index.count()
         results["threads_per_request"] = threads
@@ -275,6 +335,8 @@ def command(
                 None,
                 thumbnail_dir=Path(thumbs) / "thumbnails",
                 search_threads=threads,
+                # The map is timed on its own below: no layout beside the latency runs.
+                prepare_at_start=False,
             )
             app = create_app(engine, settings)
             server, url = serve_in_thread(app)
@@ -302,8 +364,9 @@ def command(
                 base = latency["engine"][f"{stat}_ms"]
                 results[f"{way}_vs_engine_{stat}"] = latency[way][f"{stat}_ms"] / base
         if with_map:
-            results.update(bench_map(engine, threads=1))
-            results.update(bench_map(engine, threads=os.cpu_count() or 1))
+            results.update(bench_server_map(engine, map_points))
+            results.update(bench_map(engine, 1, map_points))
+            results.update(bench_map(engine, os.cpu_count() or 1, map_points))
     results["k"] = K
     results["load_average_1m_at_end"] = os.getloadavg()[0]
     results["cpu_count"] = os.cpu_count()

@@ -131,6 +131,7 @@ def serve_command(
             follow_links_out=follow_links,
             map_max_points=map_points,
             search_threads=threads,
+            cache_dir=runtime.cache_dir,
         )
         with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
             app = create_app(engine, settings)

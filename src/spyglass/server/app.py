@@ -9,12 +9,15 @@ globals, so tests build as many apps as they like.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.engine import Spyglass
@@ -29,7 +32,14 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 def create_app(engine: Spyglass, settings: ServerSettings) -> FastAPI:
     """An app serving ``engine``'s index. The caller owns the engine (and closes it)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(app.state.spyglass.close)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Spyglass",
         summary="Text-guided image search over an indexed collection.",
         version=_version(),

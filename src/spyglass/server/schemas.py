@@ -251,7 +251,12 @@ class MethodsResponse(BaseModel):
         "(text, image, image+text, feedback)."
     )
     default_rerankers: dict[str, str] = Field(
-        description="What rerank 'default' means per kind of query."
+        description="What rerank 'default' means per kind of query on this index (it "
+        "depends on how many images the index holds)."
+    )
+    default_reranker_rules: dict[str, str] = Field(
+        description="The rule behind rerank 'default' per kind of query, in words "
+        "(e.g. 'kreciprocal from 300 images, else none')."
     )
 
 

@@ -40,14 +40,22 @@ class ServerSettings:
     max_upload_pixels: int = 64_000_000
     #: Uploaded query images kept in memory for paging and re-ranking (never indexed).
     upload_slots: int = 64
-    #: Where thumbnails are cached; ``None``: ``<index>/thumbnails``.
+    #: The Spyglass cache folder (``RuntimeSettings.cache_dir``). The server keeps its
+    #: thumbnails, map layouts and embedded vocabulary under ``<cache_dir>/server/``, one
+    #: folder per index (see :mod:`spyglass.server.caches`), never in the index folder.
+    #: ``None``: nothing is written; they are kept in memory while the server runs.
+    cache_dir: Path | None = None
+    #: Where thumbnails are cached; ``None``: the per-index folder under ``cache_dir``.
     thumbnail_dir: Path | None = None
-    #: Where the collection map is cached; ``None``: ``<index>/map``.
+    #: Where the collection map is cached; ``None``: the per-index folder under ``cache_dir``.
     map_dir: Path | None = None
     #: The map shows at most this many images (a seeded random sample beyond that).
     map_max_points: int = 20_000
-    #: Threads the map's t-SNE may use (it runs next to searches).
+    #: Threads the map's layout may use (it runs next to searches).
     map_threads: int = 1
+    #: Lay out the map and embed the vocabulary in the background as soon as the server
+    #: starts, so that the map is there when the page asks for it.
+    prepare_at_start: bool = True
     #: Serve files whose real location (symbolic links resolved) lies outside the
     #: indexed folders. Off: a link out of the indexed folders is refused.
     follow_links_out: bool = False

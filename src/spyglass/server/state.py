@@ -2,8 +2,11 @@
 
 Built once by :func:`spyglass.server.app.create_app` and kept on ``app.state``; handlers
 get it through :func:`get_state`. Handlers run in uvicorn's thread pool: the catalogue
-connection and the vector stores lock themselves, the upload store and the map hold
-their own locks, and the thumbnail cache writes atomically.
+connection and the vector stores lock themselves, the upload store, the map and the
+vocabulary hold their own locks, and the thumbnail cache writes atomically.
+
+Nothing is written into the index folder: the caches live under the Spyglass cache
+folder (:mod:`spyglass.server.caches`), or in memory when there is none.
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ from fastapi import Depends, Request
 
 from spyglass.engine import Spyglass
 from spyglass.server.atlas import CollectionMap, MapLayout
+from spyglass.server.caches import CacheFolders
 from spyglass.server.gate import ImageGate
 from spyglass.server.settings import ServerSettings
 from spyglass.server.thumbnails import ThumbnailCache
 from spyglass.server.uploads import UploadStore
+from spyglass.server.vocabulary import Vocabulary
 
 
 class ServerState:
@@ -39,16 +44,25 @@ class ServerState:
             max_bytes=settings.max_upload_bytes,
             max_pixels=self.max_pixels,
         )
-        self.thumbnails = ThumbnailCache(
-            self.gate,
-            settings.thumbnail_dir or index.folder / "thumbnails",
-            max_pixels=limits.max_pixels,
+        self.caches = CacheFolders.for_index(
+            settings.cache_dir,
+            index,
+            thumbnails=settings.thumbnail_dir,
+            map_folder=settings.map_dir,
         )
+        self.thumbnails = ThumbnailCache(
+            self.gate, self.caches.thumbnails, max_pixels=limits.max_pixels
+        )
+        #: Set at shutdown: background work stops at its next step (see background.py).
+        self.stopping = threading.Event()
+        self.vocabulary = Vocabulary(engine.encoder, self.caches.vocabulary, stopping=self.stopping)
         self.map = CollectionMap(
             index,
-            settings.map_dir or index.folder / "map",
+            self.caches.map,
             max_points=settings.map_max_points,
+            vocabulary=self.vocabulary,
             threads=settings.map_threads,
+            stopping=self.stopping,
         )
         #: (layout, ids of it the server will not show), see routes.collection.
         self.map_unserved: tuple[MapLayout, list[int]] | None = None
@@ -56,6 +70,16 @@ class ServerState:
         self._thread_state = threading.local()
         self._refreshed_at = time.monotonic()
         self._searchable = index.count()
+        if settings.prepare_at_start:
+            # The map and the words are ready by the time someone opens the map tab.
+            self.vocabulary.start()
+            self.map.state(start=True)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Stop the background work and wait for it (the app's shutdown calls this)."""
+        self.stopping.set()
+        self.vocabulary.join(timeout)
+        self.map.join(timeout)
 
     def prepare_thread(self) -> None:
         """Give FAISS this thread's share of threads, once per thread of the pool.

@@ -63,16 +63,40 @@ export async function uploadImage(file) {
   return (await request("POST", "/api/uploads", { form })).json();
 }
 
-/** Download a search's results as a file (CSV or JSON). */
-export async function exportResults(body) {
-  const response = await request("POST", "/api/export", { json: body });
-  const disposition = response.headers.get("Content-Disposition") || "";
-  const match = /filename="([^"]+)"/.exec(disposition);
-  const blob = await response.blob();
-  const url = URL.createObjectURL(blob);
+/**
+ * Download all ``total`` results of a search as one file (CSV or JSON). The server
+ * exports at most ``pageSize`` per request, so larger result lists are fetched page
+ * by page and joined here: CSV pages without their header row, JSON pages' results.
+ */
+export async function exportResults(body, total, pageSize) {
+  const pages = [];
+  let name = null;
+  let type = "";
+  for (let offset = 0; offset < total; offset += pageSize) {
+    const limit = Math.min(pageSize, total - offset);
+    const response = await request("POST", "/api/export", { json: { ...body, offset, limit } });
+    if (name === null) {
+      const match = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+      name = match ? match[1] : `spyglass-results.${body.format}`;
+      type = response.headers.get("Content-Type") || "";
+    }
+    pages.push(await response.text());
+  }
+  let content;
+  if (body.format === "json") {
+    const [first, ...rest] = pages.map((text) => JSON.parse(text));
+    for (const page of rest) first.results.push(...page.results);
+    first.count = first.results.length;
+    first.request.limit = first.count; // what the joined file holds
+    content = JSON.stringify(first, null, 2) + "\n";
+  } else {
+    // The header row is the first line (column names hold no line breaks).
+    content = pages.map((text, n) => (n === 0 ? text : text.slice(text.indexOf("\n") + 1))).join("");
+  }
+  const url = URL.createObjectURL(new Blob([content], { type }));
   const link = document.createElement("a");
   link.href = url;
-  link.download = match ? match[1] : `spyglass-results.${body.format}`;
+  link.download = name;
   document.body.appendChild(link);
   link.click();
   link.remove();

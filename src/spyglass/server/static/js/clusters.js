@@ -193,7 +193,7 @@ export class ClusterView {
       const group = element("g", {
         class: "node", transform: `translate(${px(p) - NODE / 2}, ${py(p) - NODE / 2})`,
         "data-id": node.id, "data-cluster": node.cluster, tabindex: 0, role: "button",
-        "aria-label": `result ${node.rank}, cluster ${node.cluster + 1}`,
+        "aria-label": `result ${node.rank}, ${this.groupName(node.cluster)}`,
       });
       const clip = `clip-${node.id}`;
       const clipPath = element("clipPath", { id: clip });
@@ -221,6 +221,11 @@ export class ClusterView {
     this.applyFocus();
   }
 
+  groupName(id) {
+    const cluster = this.data.clusters[id];
+    return cluster && cluster.words && cluster.words.length ? cluster.words[0] : `group ${id + 1}`;
+  }
+
   drawLegend() {
     const chips = this.data.clusters.map((cluster) => {
       const chip = document.createElement("button");
@@ -228,8 +233,11 @@ export class ClusterView {
       chip.dataset.cluster = String(cluster.id);
       const dot = document.createElement("i");
       dot.style.background = CLUSTER_COLOURS[cluster.id % CLUSTER_COLOURS.length];
-      chip.append(dot, `Group ${cluster.id + 1} · ${cluster.size}`);
-      chip.title = `mean similarity to the group's centre ${cluster.cohesion.toFixed(3)}`;
+      // Named by the words nearest the group (POST /api/describe), else numbered.
+      const words = cluster.words && cluster.words.length ? cluster.words.slice(0, 2).join(", ") : `Group ${cluster.id + 1}`;
+      chip.append(dot, `${words} · ${cluster.size}`);
+      const all = cluster.words && cluster.words.length ? `nearest words: ${cluster.words.join(", ")}\n` : "";
+      chip.title = `${all}mean similarity to the group's centre ${cluster.cohesion.toFixed(3)}`;
       chip.addEventListener("click", () => {
         this.focus = this.focus === cluster.id ? null : cluster.id;
         this.applyFocus();

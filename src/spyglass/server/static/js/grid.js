@@ -8,6 +8,10 @@ const PAD = 18;
 const META = 26;
 const MARGIN_ROWS = 2;
 const STATUS_HEIGHT = 44;
+// On a phone-sized grid: smaller tiles and margins, so that two columns fit.
+const NARROW = 560;
+const NARROW_TILE = 150;
+const NARROW_PAD = 8;
 
 /** The file name with its folder ("airplanes/image_0051.jpg"): names alone repeat. */
 function shortName(path) {
@@ -29,6 +33,7 @@ export class ResultGrid {
     this.live = new Map(); // item index -> tile element
     this.spare = [];
     this.columns = 1;
+    this.pad = PAD;
     this.tileWidth = MIN_TILE;
     this.tileHeight = MIN_TILE;
     this.status = document.createElement("div");
@@ -82,14 +87,16 @@ export class ResultGrid {
 
   measure() {
     const width = this.scroller.clientWidth || 800;
-    const inner = Math.max(MIN_TILE, width - PAD * 2);
-    this.columns = Math.max(1, Math.floor((inner + GAP) / (MIN_TILE + GAP)));
+    const minTile = width < NARROW ? NARROW_TILE : MIN_TILE;
+    this.pad = width < NARROW ? NARROW_PAD : PAD;
+    const inner = Math.max(minTile, width - this.pad * 2);
+    this.columns = Math.max(1, Math.floor((inner + GAP) / (minTile + GAP)));
     this.tileWidth = (inner - GAP * (this.columns - 1)) / this.columns;
     this.tileHeight = Math.round(this.tileWidth * 0.78) + META;
     const rows = Math.ceil(this.items.length / this.columns);
-    const height = PAD + rows * (this.tileHeight + GAP) + STATUS_HEIGHT;
+    const height = this.pad + rows * (this.tileHeight + GAP) + STATUS_HEIGHT;
     this.sizer.style.height = `${this.items.length ? height : 0}px`;
-    this.status.style.top = `${PAD + rows * (this.tileHeight + GAP)}px`;
+    this.status.style.top = `${this.pad + rows * (this.tileHeight + GAP)}px`;
   }
 
   schedule() {
@@ -103,7 +110,7 @@ export class ResultGrid {
   /** The item indexes in view, with a margin of rows: [first, last). */
   visibleRange() {
     const rowHeight = this.tileHeight + GAP;
-    const top = this.scroller.scrollTop - PAD;
+    const top = this.scroller.scrollTop - this.pad;
     const firstRow = Math.max(0, Math.floor(top / rowHeight) - MARGIN_ROWS);
     const lastRow = Math.ceil((top + this.scroller.clientHeight) / rowHeight) + MARGIN_ROWS;
     return [firstRow * this.columns, Math.min(this.items.length, lastRow * this.columns)];
@@ -182,7 +189,10 @@ export class ResultGrid {
     tile.querySelector(".score").textContent = item.score.toFixed(3);
     const name = tile.querySelector(".name");
     name.textContent = shortName(item.path);
-    tile.title = `${item.path}\n${item.width}×${item.height} · score ${item.score.toFixed(4)}\nClick to search by this image`;
+    // score: similarity to the query; rank_score (when the server sends it): the value
+    // the method ranked by, which need not be a similarity.
+    const ranked = typeof item.rank_score === "number" ? ` · rank score ${item.rank_score.toFixed(4)}` : "";
+    tile.title = `${item.path}\n${item.width}×${item.height} · score ${item.score.toFixed(4)}${ranked}\nClick to search by this image`;
     this.paintMark(tile, item);
   }
 
@@ -197,7 +207,7 @@ export class ResultGrid {
     const column = index % this.columns;
     tile.style.width = `${this.tileWidth}px`;
     tile.style.height = `${this.tileHeight}px`;
-    tile.style.transform = `translate(${PAD + column * (this.tileWidth + GAP)}px, ${PAD + row * (this.tileHeight + GAP)}px)`;
+    tile.style.transform = `translate(${this.pad + column * (this.tileWidth + GAP)}px, ${this.pad + row * (this.tileHeight + GAP)}px)`;
   }
 
   recycle(index, tile) {

@@ -1,5 +1,10 @@
 // The search page: wires the query panel, the results grid, the cluster graph and
 // the collection map to the API. Keyboard: Enter searches, Esc clears.
+//
+// Marks (good/bad) belong to one query: a search for other words, by another image
+// or by a clicked result clears them, with a notice that can undo it (which brings
+// the previous query back with its marks). Changing the region, the balance, the
+// words to add or to leave out, or the method refines the same query: marks stay.
 
 import * as api from "./api.js";
 import { ClusterView } from "./clusters.js";
@@ -9,14 +14,17 @@ import { QueryImage, imageFrom } from "./query.js";
 
 const FIRST_PAGE = 100;
 const NEXT_PAGE = 200;
-const EXPORT_MAX = 10000;
+const EXPORT_PAGE = 10000; // the server's largest export; more are fetched page by page
 const MAP_HIGHLIGHT = 50; // top results marked on the map
 
 const $ = (id) => document.getElementById(id);
 
 const state = {
-  marks: new Map(), // image id -> "good" | "bad"
+  marks: new Map(), // image id -> "good" | "bad": one kind per image
   request: null, // the current search, without offset and limit
+  identity: null, // what makes the current search one query (see queryIdentity)
+  form: null, // the query panel as it was for the current search (for undo)
+  undo: null, // {request, identity, form, marks} of the query whose marks were cleared
   generation: 0,
   searches: 0, // completed searches (the page's tests wait on this)
   searchable: 0,
@@ -40,6 +48,28 @@ function showError(error) {
   if (error.name === "AbortError") return;
   if (error.status === 401) return; // the token dialog is open
   toast(error.message || String(error));
+}
+
+/** A failed search: a query the server refused (400, 422: say an image marked both
+ * good and bad) is one line where the results are; anything else is a toast. */
+function showSearchError(error) {
+  if (error.status === 422 || error.status === 400) {
+    showProblem(error.message || "the server refused this search");
+    return;
+  }
+  showError(error);
+}
+
+function showProblem(message) {
+  const line = $("problem");
+  const text = `Not searched: ${message}`;
+  line.textContent = text;
+  line.title = text;
+  line.hidden = false;
+}
+
+function clearProblem() {
+  $("problem").hidden = true;
 }
 
 /** The status line; folders are cut from paths (the full text is its tooltip). */
@@ -136,6 +166,78 @@ function buildRequest() {
   return body;
 }
 
+/** What makes a search one query: the words of the search box and the query image.
+ * Marks made for one query do not carry over to another. */
+function queryIdentity() {
+  const source = queryImage.source;
+  let image = null;
+  if (source && source.kind === "id") image = `id:${source.id}`;
+  if (source && source.kind === "upload") {
+    const file = queryImage.file;
+    image = file ? `file:${file.name}:${file.size}:${file.lastModified}` : `upload:${source.uploadId}`;
+  }
+  return JSON.stringify({ text: $("query-text").value.trim(), image });
+}
+
+/** The query panel, to bring a query back (undo). */
+function captureForm() {
+  return {
+    text: $("query-text").value,
+    modifier: $("modifier").value,
+    exclude: $("exclude").value,
+    balance: $("balance").value,
+    method: $("method").value,
+    rerank: $("rerank-method").value,
+    source: queryImage.source ? { ...queryImage.source } : null,
+    file: queryImage.file,
+    region: queryImage.region,
+  };
+}
+
+function restoreForm(form) {
+  $("query-text").value = form.text;
+  $("modifier").value = form.modifier;
+  $("exclude").value = form.exclude;
+  $("balance").value = form.balance;
+  $("method").value = form.method;
+  $("rerank-method").value = form.rerank;
+  if (!form.source) queryImage.clear();
+  else if (form.source.kind === "id") queryImage.showIndexed(form.source.id);
+  else if (form.file) queryImage.showFile(form.file, form.source.uploadId);
+  queryImage.region = form.region;
+  queryImage.paintRegion();
+  updateBalance();
+  updateImageControls();
+}
+
+/** A new query begins: its marks go, and the notice offers them back. */
+function clearMarksForNewQuery() {
+  hideMarksNotice();
+  if (!state.marks.size || !state.request) return;
+  const count = state.marks.size;
+  state.undo = { request: state.request, identity: state.identity, form: state.form, marks: new Map(state.marks) };
+  state.marks.clear();
+  updateMarks();
+  $("marks-notice-text").textContent = `${count} ${count === 1 ? "mark" : "marks"} cleared for the new query —`;
+  $("marks-notice").hidden = false;
+}
+
+function hideMarksNotice() {
+  $("marks-notice").hidden = true;
+  state.undo = null;
+}
+
+/** Undo: the previous query comes back, with its marks and its results. */
+function undoClearedMarks() {
+  const undo = state.undo;
+  if (!undo) return;
+  hideMarksNotice();
+  restoreForm(undo.form);
+  state.marks = new Map(undo.marks);
+  updateMarks();
+  search({ body: undo.request });
+}
+
 function describeEmpty(body) {
   return !body.text && body.upload_id === undefined && body.image_id === undefined && body.positives.length === 0;
 }
@@ -151,7 +253,7 @@ async function useFile(file) {
   try {
     const upload = await api.uploadImage(file);
     queryImage.source = { kind: "upload", uploadId: upload.upload_id };
-    await search();
+    await search({ fresh: true });
   } catch (error) {
     queryImage.clear();
     updateImageControls();
@@ -167,7 +269,7 @@ function searchByImage(id) {
   queryImage.showIndexed(id);
   updateImageControls();
   $("results-empty").hidden = true;
-  search();
+  search({ fresh: true }); // the clicked result starts a query of its own, unmarked
 }
 
 // -- searching -----------------------------------------------------------------------
@@ -180,23 +282,38 @@ const grid = new ResultGrid($("grid-scroll"), $("grid-sizer"), {
   needMore: () => loadMore(),
 });
 
-async function search(retried = false) {
+/**
+ * Run the query in the panel. options: fresh (a new query: clear the marks),
+ * keepMarks (re-rank: the marks stay whatever changed), body (run this request as
+ * it is: undo), retried (the upload was sent again).
+ */
+async function search(options = {}) {
   if (queryImage.source && queryImage.source.kind === "upload" && !queryImage.source.uploadId) {
     return; // still uploading: the upload searches when it is done
   }
-  const body = buildRequest();
+  const identity = queryIdentity();
+  if (!options.body && !options.retried) {
+    const newQuery = options.fresh || (state.identity !== null && identity !== state.identity);
+    if (newQuery && !options.keepMarks) clearMarksForNewQuery();
+    else hideMarksNotice();
+  }
+  const body = options.body || buildRequest();
   if (describeEmpty(body)) {
     toast("Type a description, add an image, or mark results as good");
     return;
   }
   const generation = ++state.generation;
   state.request = body;
+  state.identity = identity;
+  state.form = captureForm();
   state.clustersFor = null;
   summary("Searching…");
+  closePanel();
   $("search-button").disabled = true;
   try {
     const page = await api.postJSON("/api/search", { ...body, offset: 0, limit: FIRST_PAGE });
     if (generation !== state.generation) return;
+    clearProblem();
     state.searchable = page.searchable;
     grid.setItems(page.results, page.has_more);
     $("results-empty").hidden = page.results.length > 0;
@@ -214,14 +331,15 @@ async function search(retried = false) {
       try {
         const upload = await api.uploadImage(queryImage.file);
         queryImage.source = { kind: "upload", uploadId: upload.upload_id };
-        return search(true);
+        const body = options.body && { ...options.body, upload_id: upload.upload_id };
+        return search({ ...options, body, retried: true });
       } catch (again) {
         error = again;
       }
     }
     if (generation === state.generation) {
       summary("");
-      showError(error);
+      showSearchError(error);
     }
   } finally {
     if (generation === state.generation) $("search-button").disabled = false;
@@ -241,7 +359,7 @@ async function loadMore() {
   } catch (error) {
     if (generation === state.generation) {
       grid.append([], false);
-      showError(error);
+      showSearchError(error);
     }
   }
 }
@@ -251,6 +369,8 @@ function afterResults() {
   if (state.tab === "map") mapView.setHighlight(grid.items.slice(0, MAP_HIGHLIGHT));
 }
 
+/** Mark an image good or bad, or take the mark back. One kind per image: marking it
+ * good takes back "bad" and the other way round (the server refuses both at once). */
 function toggleMark(id, kind) {
   if (state.marks.get(id) === kind) state.marks.delete(id);
   else state.marks.set(id, kind);
@@ -272,7 +392,10 @@ function updateMarks() {
 function clearAll() {
   state.generation++;
   state.request = null;
+  state.identity = null;
   state.marks.clear();
+  hideMarksNotice();
+  clearProblem();
   $("query-text").value = "";
   $("modifier").value = "";
   $("exclude").value = "";
@@ -313,6 +436,14 @@ async function loadClusters() {
   try {
     const data = await api.postJSON("/api/clusters", { ...request, offset: 0, limit: 50 });
     if (state.request !== request) return;
+    try {
+      const named = await api.postJSON("/api/describe", { groups: data.clusters.map((c) => c.members) });
+      data.clusters.forEach((cluster, n) => (cluster.words = named.groups[n].words));
+    } catch (error) {
+      if (error.status === 401) throw error;
+      // Names are a nicety: without them the legend numbers the groups.
+    }
+    if (state.request !== request) return;
     clusterView.show(data);
     document.body.dataset.clusters = String(data.clusters.length);
     summary(`${data.query} · top ${data.nodes.length} in ${data.clusters.length} groups`);
@@ -322,7 +453,8 @@ async function loadClusters() {
   }
 }
 
-const mapView = new CollectionMapView($("map-canvas"), $("map-status"), {
+const mapStatus = { box: $("map-status"), text: $("map-status-text"), bar: $("map-progress") };
+const mapView = new CollectionMapView($("map-canvas"), mapStatus, $("map-legend"), {
   search: (id) => {
     selectTab("results");
     searchByImage(id);
@@ -347,8 +479,10 @@ async function loadMap() {
         mapView.setStatus(body.message);
         return;
       }
-      mapView.setStatus(`Laying out the collection… ${body.message}`);
-      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const done = typeof body.progress === "number" ? body.progress : 0;
+      mapView.setStatus(`Laying out the collection… ${body.message} · ${Math.round(done * 100)}%`, done);
+      document.body.dataset.mapProgress = String(done);
+      await new Promise((resolve) => setTimeout(resolve, 500));
     }
   } catch (error) {
     showError(error);
@@ -432,12 +566,15 @@ async function openStatus() {
 
 // -- export ------------------------------------------------------------------------------
 
+/** Every result of the query, not only the rows loaded in the grid; marked images
+ * carry their mark (the ranking is the one shown: the marks it was searched with). */
 async function exportAs(format) {
   if (!state.request) return;
-  const limit = Math.min(EXPORT_MAX, Math.max(grid.size, FIRST_PAGE));
+  const total = Math.max(state.searchable, grid.size, 1);
+  summary(`Exporting ${total.toLocaleString()} results…`);
   try {
-    const name = await api.exportResults({ ...state.request, offset: 0, limit, format });
-    summary(`Saved ${name}`);
+    const name = await api.exportResults({ ...state.request, format }, total, EXPORT_PAGE);
+    summary(`Saved ${name} · ${total.toLocaleString()} results`);
   } catch (error) {
     showError(error);
   }
@@ -501,6 +638,11 @@ $("search-form").addEventListener("submit", (event) => {
   event.preventDefault();
   search();
 });
+// On a narrow screen the panel is a drawer over the results: a search closes it.
+function closePanel() {
+  document.body.classList.remove("panel-open");
+  $("panel-toggle").setAttribute("aria-expanded", "false");
+}
 for (const id of ["modifier", "exclude"]) {
   $(id).addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
@@ -520,11 +662,20 @@ $("clear-region").addEventListener("click", () => {
   updateImageControls();
   if (state.request) search();
 });
-$("rerank").addEventListener("click", () => search());
+$("rerank").addEventListener("click", () => search({ keepMarks: true }));
+$("marks-undo").addEventListener("click", undoClearedMarks);
+$("marks-dismiss").addEventListener("click", hideMarksNotice);
+$("panel-toggle").addEventListener("click", () => {
+  const open = !document.body.classList.contains("panel-open");
+  document.body.classList.toggle("panel-open", open);
+  $("panel-toggle").setAttribute("aria-expanded", String(open));
+});
 $("clear-marks").addEventListener("click", () => {
   state.marks.clear();
   updateMarks();
 });
+$("map-zoom-in").addEventListener("click", () => mapView.zoom(1.6));
+$("map-zoom-out").addEventListener("click", () => mapView.zoom(1 / 1.6));
 $("export-csv").addEventListener("click", () => exportAs("csv"));
 $("export-json").addEventListener("click", () => exportAs("json"));
 for (const tab of ["results", "clusters", "map"]) {
