@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -30,6 +31,8 @@ from spyglass.server.settings import THUMBNAIL_SIZES
 log = logging.getLogger("spyglass.server")
 
 JPEG_QUALITY = 84
+#: Seconds the disk cache rests after a failed write before it is tried again.
+RETRY_SECONDS = 60.0
 #: Thumbnails kept in memory when they cannot be kept on disk (about 6,000 of 128 px).
 MEMORY_BYTES = 64 * 1024 * 1024
 
@@ -39,7 +42,11 @@ class ThumbnailCache:
         self.gate = gate
         self.folder = folder
         self.max_pixels = max_pixels
-        self._writable = folder is not None
+        #: After a failed write the disk is left alone this long, then tried again: a
+        #: full disk or a folder removed under the server is usually fixed, and one
+        #: failure must not turn the cache off for the life of the process.
+        self.retry_seconds = RETRY_SECONDS
+        self._disk_paused_until = 0.0 if folder is not None else float("inf")
         self._memory: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._memory_bytes = 0
         self._memory_lock = threading.Lock()
@@ -100,7 +107,7 @@ class ThumbnailCache:
 
     def _store(self, path: Path, data: bytes) -> bool:
         """Write a thumbnail to disk; False if the cache folder cannot be written."""
-        if not self._writable:
+        if time.monotonic() < self._disk_paused_until:
             return False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +120,12 @@ class ThumbnailCache:
                 Path(temporary).unlink(missing_ok=True)
                 raise
         except OSError as error:
-            self._writable = False
-            log.warning("thumbnails are kept in memory: cannot write %s (%s)", self.folder, error)
+            self._disk_paused_until = time.monotonic() + self.retry_seconds
+            log.warning(
+                "thumbnails are kept in memory for %.0f s: cannot write %s (%s)",
+                self.retry_seconds,
+                self.folder,
+                error,
+            )
             return False
         return True
