@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
 from spyglass.query.terms import Query, TextTerm
 from spyglass.search import Searcher, SearchResult
-from spyglass.settings import IngestSettings, RuntimeSettings
+from spyglass.settings import IngestSettings, RuntimeSettings, VectorSearchSettings
 from spyglass.store.catalogue import SkippedFile
 from spyglass.store.index import CATALOGUE_FILE, Index, holds_images
 
@@ -43,6 +43,8 @@ class IndexStatus:
     #: The G of ``spyglass index --crops G`` (0: whole images only).
     crop_grid: int = 0
     skipped_files: list[SkippedFile] = field(default_factory=list)
+    #: How each space is searched now: space -> {kind, rows, summary, recall_at_10, nprobe}.
+    search: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -56,6 +58,7 @@ class IndexStatus:
             "spaces": self.spaces,
             "roots": self.roots,
             "crop_grid": self.crop_grid,
+            "search": self.search,
             "skipped_files": [
                 {"path": s.path, "reason": s.reason, "message": s.message}
                 for s in self.skipped_files
@@ -88,6 +91,7 @@ class Spyglass:
         model: str | None = None,
         writable: bool = False,
         ingest_settings: IngestSettings | None = None,
+        vector_search: VectorSearchSettings | None = None,
     ) -> Spyglass:
         """Open an index with the encoder that built it.
 
@@ -101,9 +105,9 @@ class Spyglass:
             else:
                 spec = existing or resolve_spec(DEFAULT_MODEL)
             encoder = load_encoder(spec, runtime)
-            index = Index.open_for_writing(folder, encoder.info)
+            index = Index.open_for_writing(folder, encoder.info, vector_search=vector_search)
         else:
-            index = Index.open(folder)
+            index = Index.open(folder, vector_search=vector_search)
             try:
                 if model is not None:
                     encoder = load_encoder(resolve_spec(model), runtime)
@@ -195,6 +199,11 @@ class Spyglass:
             spaces=dict(info.spaces),
             roots=index.catalogue.roots(),
             crop_grid=int(index.catalogue.meta("crop_grid") or 0),
+            search={
+                space: asdict(store.describe())
+                for space, store in index.stores.items()
+                if hasattr(store, "describe")
+            },
             skipped_files=index.catalogue.skipped(skipped_limit),
         )
 

@@ -221,3 +221,10 @@ def test_bad_files_are_skipped_with_a_reason_and_indexing_goes_on(
     assert (report.added, len(report.skipped)) == (2, 3)
     assert set(skipped) == {"notes.jpg", "empty.png", "truncated.png"}
     assert all(reason for reason in skipped.values())
+
+
+def test_info_says_how_each_space_is_searched(sample_index) -> None:
+    engine, _ = sample_index
+    search = engine.status().search
+    assert set(search) == set(engine.encoder.info.spaces)
+    assert all(method["kind"] == "exact" and method["rows"] == 14 for method in search.values())

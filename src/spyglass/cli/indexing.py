@@ -185,6 +185,8 @@ def info_command(index_dir: str, as_json: bool, skipped_limit: int) -> None:
     click.echo(f"model:    {status.model} (version {status.model_version})")
     spaces = ", ".join(f"{k} {v}-d" for k, v in status.spaces.items())
     click.echo(f"spaces:   {spaces}")
+    for space, method in status.search.items():
+        click.echo(f"search:   {space}: {method['summary']}")
     click.echo(f"images:   {status.images:,} files, {status.unique_images:,} distinct")
     if status.crop_grid:
         click.echo(f"crops:    {status.crop_grid}x{status.crop_grid} per image")

@@ -30,6 +30,7 @@ from spyglass.store.base import VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
 from spyglass.store.factory import open_vector_store
 from spyglass.store.failures import storage_error
+from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
 
 CATALOGUE_FILE = "catalogue.sqlite"
@@ -65,6 +66,8 @@ class Index:
         self._lock_handle = lock_handle
         self._dead: set[int] = set()
         self._state_lock = threading.RLock()
+        #: How spaces are searched (exact / approximate); stores opened later use it too.
+        self.vector_search: VectorSearchSettings | None = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -93,6 +96,7 @@ class Index:
             catalogue.close()
             raise IndexNotFound(f"{folder} holds no finished index yet (no encoder recorded)")
         index = cls(folder, catalogue, info, {})
+        index.vector_search = vector_search
         index.stores = index._open_stores(writer=False, vector_search=vector_search)
         index._hide_dead()
         return index
@@ -129,6 +133,7 @@ class Index:
                     f"{info.describe()}; use --model {recorded.name} or another --index"
                 )
             index = cls(folder, catalogue, recorded or info, {}, lock)
+            index.vector_search = vector_search
             index.stores = index._open_stores(writer=True, vector_search=vector_search)
             index._hide_dead()
             return index
@@ -158,10 +163,22 @@ class Index:
             store.set_hidden(self._dead, True)
 
     def close(self) -> None:
+        if self._lock_handle is not None:
+            self._finish_search_indexes()
         self.catalogue.close()
         if self._lock_handle is not None:
             _release(self._lock_handle)
             self._lock_handle = None
+
+    def _finish_search_indexes(self) -> None:
+        """A writer leaves every approximate index built and saved, so that the next
+        reader opens it in milliseconds. A build that fails leaves that space searched
+        exactly (correct, slower); the next writer tries again."""
+        for store in self.stores.values():
+            if isinstance(store, IvfVectorStore):
+                with suppress(IndexProblem):
+                    store.maintain()
+                    store.wait_for_index()
 
     def __enter__(self) -> Index:
         return self
@@ -176,8 +193,8 @@ class Index:
         self._require_writer()
         if space not in self.stores:
             self.catalogue.ensure_space(space, dims)
-            self.stores[space] = LocalVectorStore(
-                self.folder / "vectors", space, dims, 0, writer=True
+            self.stores[space] = open_vector_store(
+                self.folder / "vectors", space, dims, 0, writer=True, settings=self.vector_search
             )
         return self.stores[space]
 
@@ -257,8 +274,8 @@ class Index:
             for space, (dims, committed) in rows.items():
                 store = stores.get(space)
                 if store is None:
-                    stores[space] = LocalVectorStore(
-                        self.folder / "vectors", space, dims, committed
+                    stores[space] = open_vector_store(
+                        self.folder / "vectors", space, dims, committed, settings=self.vector_search
                     )
                     stores[space].set_hidden(self._dead, True)
                 elif isinstance(store, LocalVectorStore):

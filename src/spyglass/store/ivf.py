@@ -16,11 +16,13 @@ their exact inner product (ties by owner id), so that the scores are exact and o
 candidate set is approximate. Opening maps the saved index (8-bit codes are memory-mapped
 by FAISS, never copied) and adds only the rows committed since it was saved.
 
-Why IVF with 8-bit scalar codes: on 1M clustered 512-d vectors on a 2-core machine it
-reached Recall@10 0.99 at nprobe 16 at a p50 of 2.1 ms with 100 candidates re-scored,
-while 4-bit PQ (fast scan) and HNSW as the coarse quantiser needed more probes for the
-same recall (docs/performance.md has the table). PQ is kept for memory budgets that 8-bit
-codes do not fit.
+Why IVF with 8-bit scalar codes (docs/performance.md has the measurements): on 1M
+clustered 512-d vectors on a 2-core machine it reached Recall@10 0.99 at nprobe 16 with
+100 candidates re-scored, at a p50 near 2 ms; per probe it keeps the most candidates
+right, and FAISS can memory-map its lists, so opening costs no copy. 4-bit PQ codes
+(fast scan) scan faster but need more probes and candidates for the same recall: they
+serve memory budgets that 8-bit codes do not fit. HNSW as the coarse quantiser lost
+recall at equal nprobe.
 """
 
 from __future__ import annotations
@@ -44,17 +46,19 @@ from spyglass.store.local import LocalVectorStore, SearchMethod
 
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
-#: Training rows per cluster: FAISS asks for 39; 32 measured the same recall on 1M
-#: vectors and k-means is most of the build time on a small machine.
+#: Training rows per cluster and k-means iterations: k-means is most of the build time
+#: on a small machine. With 1,024 lists over 200k rows, 32 rows a list and 10 iterations
+#: trained in 11 s against 33 s for FAISS's defaults (100k rows, 25 iterations), and
+#: reached Recall@10 0.990 at nprobe 32 against 0.981.
 _TRAIN_ROWS_PER_LIST = 32
-#: k-means iterations: 10 instead of FAISS's 25 changed recall by under 0.005 (1M rows).
 _KMEANS_ITERATIONS = 10
 #: Rows converted to float32 per step while adding to the index or scanning exactly.
 _CHUNK_ROWS = 65536
 #: Rows used as queries (leave-one-out) to measure recall when an index is built.
 _RECALL_QUERIES = 200
-#: nprobe values whose recall is measured when an index is built.
-_NPROBES = (4, 8, 16, 32, 64, 128, 256)
+#: nprobe values whose recall is measured when an index is built (steps of 1.5x and 2x:
+#: the fewest that reach the target recall should not overshoot it by much).
+_NPROBES = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 #: Below this many queries per call, FAISS searches on the calling thread only.
 _PARALLEL_QUERIES = 16
 
@@ -370,7 +374,7 @@ class IvfVectorStore(LocalVectorStore):
             )
             index = train_ivf(matrix, layout)
             _add_rows(index, matrix, 0, rows)
-            recall = measure_recall(index, matrix, self.settings.rescore)
+            recall = measure_recall(index, matrix, self._rescore_depth(layout))
             record = IvfRecord(
                 format=IVF_FORMAT,
                 rows=rows,
@@ -449,19 +453,23 @@ class IvfVectorStore(LocalVectorStore):
             bitmap = np.packbits(np.ones(self._rows, bool), bitorder="little")
         return bitmap
 
+    def _rescore_depth(self, layout: IvfLayout) -> int:
+        """Candidates to re-score: 4-bit PQ ranks them roughly, so it needs more (at 1M
+        rows and nprobe 24, Recall@10 0.88 with 100 and 0.97 with 400)."""
+        return self.settings.rescore * (1 if layout.codes == "SQ8" else 4)
+
     def nprobe(self, record: IvfRecord | None = None) -> int:
         """Clusters probed per query: the setting, or else the fewest of the measured
-        values whose Recall@10 reached ``settings.target_recall`` when built."""
+        values whose Recall@10 reached ``settings.target_recall`` when built (or, if none
+        did, came within 0.005 of the best: more probes stopped paying)."""
         if self.settings.nprobe is not None:
             return self.settings.nprobe
         record = record or (self._loaded.record if self._loaded is not None else None)
-        if record is None:
+        if record is None or not record.recall_at_10:
             return _NPROBES[-1]
         measured = sorted((int(p), r) for p, r in record.recall_at_10.items())
-        for probes, recall in measured:
-            if recall >= self.settings.target_recall:
-                return probes
-        return measured[-1][0] if measured else _NPROBES[-1]
+        enough = min(self.settings.target_recall, max(r for _, r in measured) - 0.005)
+        return next(probes for probes, recall in measured if recall >= enough)
 
     def search(self, queries: np.ndarray, k: int) -> Neighbours:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
@@ -483,7 +491,8 @@ class IvfVectorStore(LocalVectorStore):
         if rows == 0 or k <= 0:
             return result
         nprobe = min(self.nprobe(loaded.record), loaded.lists)
-        fetch = min(loaded.rows, max(self.settings.rescore, 4 * k))
+        layout = IvfLayout.parse(loaded.record.layout)
+        fetch = min(loaded.rows, max(self._rescore_depth(layout), 4 * k))
         pending = np.arange(len(queries))
         while len(pending):
             candidates = self._candidates(loaded, queries[pending], fetch, nprobe, selector)
@@ -565,7 +574,7 @@ class IvfVectorStore(LocalVectorStore):
         summary = (
             f"approximate: IVF with {layout.lists:,} lists and {codes} codes over "
             f"{rows:,} rows, {nprobe} lists probed per query, the best "
-            f"{self.settings.rescore} candidates re-scored exactly; {measured}"
+            f"{self._rescore_depth(layout)} candidates re-scored exactly; {measured}"
         )
         return SearchMethod(
             kind="approximate", rows=rows, summary=summary, recall_at_10=recall, nprobe=nprobe

@@ -1,0 +1,503 @@
+"""`spyglass bench search`: vector search speed, memory and recall at a given size,
+against baselines measured in the same run.
+
+The vectors are synthetic unit vectors clustered like image embeddings (a mixture of
+von Mises-Fisher-like clusters on the sphere, see :class:`VectorMixture`), or clustered
+around real vectors taken from an index with ``--seed-index``. They are written as a
+space of a real index folder (the float16 rows and owner ids Spyglass keeps), the
+approximate index is built with the store's own code, and every method is then measured
+in a fresh process of its own, so that open time and resident memory are its alone:
+
+* ``spyglass``: :class:`~spyglass.store.ivf.IvfVectorStore` (IVF, exact re-scoring);
+* ``faiss_flat``: :class:`~spyglass.store.local.LocalVectorStore`, the exact FAISS
+  ``IndexFlatIP`` Spyglass used at every size before;
+* ``bruteforce_numpy``: brute force as fast as NumPy does it: every vector as float32 in
+  one matrix, a matrix product per query and ``argpartition`` for the top k;
+* ``rclip``: what rclip does (``rclip/model.py``): the same matrix product, then Python's
+  ``sorted`` over every (score, row) pair. Its sort dominates, so it is timed on fewer
+  queries and not in batches.
+
+Recall@10 is measured against the exact top 10 over the same float16 rows, on held-out
+queries drawn from the same mixture (not rows of the index).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from spyglass.settings import VectorSearchSettings
+from spyglass.store.ivf import IvfVectorStore, exact_top
+from spyglass.store.local import LocalVectorStore
+
+#: Space name of the benchmark's vectors in its index folder.
+SPACE = "bench"
+#: Rows generated and written per step (bounds the benchmark's own memory at 10M).
+_CHUNK = 100_000
+#: Queries per call when measuring batched throughput.
+_BATCH = 100
+
+
+@dataclass(frozen=True)
+class VectorMixture:
+    """Unit vectors clustered like image embeddings.
+
+    Every vector is ``centre + noise`` normalised, where the centre is one of
+    ``centres`` (picked with power-law weights: a few large clusters, many small) and the
+    noise has two parts: ``within`` (rank, dims) directions with decreasing variance (real
+    embeddings vary along few directions, so neighbours are graded rather than all at
+    the same distance), and a small isotropic part, ``noise``. Centres share a common
+    direction, as CLIP-like embeddings do (random pairs have a cosine near 0.35).
+
+    With the defaults at 512 dims the nearest neighbour of a vector has a cosine near
+    0.87, the 10th 0.83, the 100th 0.72, and the median pair 0.37 (close to what
+    CLIP image embeddings of photo collections show).
+    """
+
+    centres: np.ndarray
+    weights: np.ndarray
+    within: np.ndarray
+    noise: float
+
+    @property
+    def dims(self) -> int:
+        return int(self.centres.shape[1])
+
+    @classmethod
+    def synthetic(
+        cls,
+        dims: int,
+        *,
+        clusters: int = 1000,
+        seed: int = 0,
+        shared: float = 1.0,
+        spread: float = 0.4,
+        rank: int = 64,
+        noise: float = 0.2,
+    ) -> VectorMixture:
+        rng = np.random.default_rng(seed)
+        common = _unit(rng.standard_normal(dims, dtype=np.float32))
+        centres = _unit(rng.standard_normal((clusters, dims), dtype=np.float32)) + shared * common
+        return cls.around(_unit(centres), seed=seed, spread=spread, rank=rank, noise=noise)
+
+    @classmethod
+    def around(
+        cls,
+        centres: np.ndarray,
+        *,
+        seed: int = 0,
+        spread: float = 0.4,
+        rank: int = 64,
+        noise: float = 0.2,
+    ) -> VectorMixture:
+        """A mixture whose clusters sit at ``centres`` (c, dims) float32, e.g. real
+        vectors from an index."""
+        rng = np.random.default_rng(seed + 1)
+        c, dims = centres.shape
+        weights = 1.0 / np.arange(1, c + 1) ** 0.7
+        rng.shuffle(weights)
+        scales = spread / np.sqrt(np.arange(1, rank + 1, dtype=np.float32))
+        within = _unit(rng.standard_normal((rank, dims), dtype=np.float32)) * scales[:, None]
+        return cls(
+            centres=np.asarray(centres, np.float32),
+            weights=weights / weights.sum(),
+            within=within.astype(np.float32),
+            noise=noise,
+        )
+
+    def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, dims) float32 unit vectors."""
+        picked = rng.choice(len(self.centres), size=n, p=self.weights)
+        isotropic = _unit(rng.standard_normal((n, self.dims), dtype=np.float32))
+        x = (
+            self.centres[picked]
+            + rng.standard_normal((n, len(self.within)), dtype=np.float32) @ self.within
+            + self.noise * isotropic
+        )
+        return _unit(x)
+
+    def chunks(self, n: int, seed: int) -> Iterator[np.ndarray]:
+        """``n`` vectors in chunks of at most 100,000 rows, the same for the same seed."""
+        rng = np.random.default_rng(seed)
+        for first in range(0, n, _CHUNK):
+            yield self.sample(min(_CHUNK, n - first), rng)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def write_space(folder: Path, mixture: VectorMixture, rows: int, seed: int) -> float:
+    """Write ``rows`` vectors as the benchmark space in ``folder``; returns seconds."""
+    started = time.perf_counter()
+    store = LocalVectorStore(folder, SPACE, mixture.dims, 0, writer=True)
+    written = 0
+    for chunk in mixture.chunks(rows, seed):
+        store.add(np.arange(written, written + len(chunk), dtype=np.int64), chunk)
+        store.flush()
+        written += len(chunk)
+    return time.perf_counter() - started
+
+
+def build_approximate(folder: Path, dims: int, rows: int, settings: VectorSearchSettings) -> float:
+    """Build and save the approximate index over the written rows; returns seconds."""
+    started = time.perf_counter()
+    store = IvfVectorStore(folder, SPACE, dims, rows, writer=True, settings=settings)
+    store.update_index(retrain=True)
+    return time.perf_counter() - started
+
+
+def rss_mb() -> dict[str, float]:
+    """Resident memory of this process now, in MiB: ``rss_mb`` in all, and of it
+    ``rss_file_mb`` pages of mapped files (the page cache, shared and reclaimable) and
+    ``rss_anon_mb`` the process's own. Linux; elsewhere only the peak is known."""
+    try:
+        fields = {
+            line.split(":")[0]: int(line.split()[1]) / 1024
+            for line in Path("/proc/self/status").read_text().splitlines()
+            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:"))
+        }
+        return {
+            "rss_mb": fields["VmRSS"],
+            "rss_anon_mb": fields["RssAnon"],
+            "rss_file_mb": fields["RssFile"],
+        }
+    except (OSError, KeyError):
+        pass
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"rss_mb": peak / (1024 * 1024 if platform.system() == "Darwin" else 1024)}
+
+
+class _BruteForce:
+    """All vectors as one float32 matrix, a product per query, the top k by partition."""
+
+    def __init__(self, folder: Path, dims: int, rows: int) -> None:
+        self.matrix = np.fromfile(folder / f"{SPACE}.f16", np.float16, rows * dims).reshape(
+            rows, dims
+        )
+        self.matrix = self.matrix.astype(np.float32)
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        scores = queries @ self.matrix.T
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+        return np.take_along_axis(top, order, axis=1)
+
+
+class _Rclip(_BruteForce):
+    """rclip's search as written: the product, then every (score, row) pair sorted."""
+
+    def search(self, queries: np.ndarray, k: int) -> np.ndarray:
+        found = []
+        for similarities in queries @ self.matrix.T:
+            ranked = sorted(
+                zip(similarities, range(len(self.matrix)), strict=True),
+                key=lambda pair: pair[0],
+                reverse=True,
+            )
+            found.append([row for _, row in ranked[:k]])
+        return np.asarray(found, np.int64)
+
+
+def measure(
+    method: str,
+    folder: str,
+    dims: int,
+    rows: int,
+    queries: np.ndarray,
+    single_queries: int,
+    settings: VectorSearchSettings,
+) -> dict[str, Any]:
+    """Open one method, time it and return its figures and its top 10 per query. Runs in
+    a fresh process (see :func:`measure_apart`)."""
+    path = Path(folder)
+    started = time.perf_counter()
+    searcher: Any
+    if method == "bruteforce_numpy":
+        searcher = _BruteForce(path, dims, rows)
+    elif method == "rclip":
+        searcher = _Rclip(path, dims, rows)
+    elif method == "faiss_flat":
+        searcher = LocalVectorStore(path, SPACE, dims, rows)
+    else:
+        searcher = IvfVectorStore(path, SPACE, dims, rows, settings=settings)
+
+    def top(batch: np.ndarray, k: int) -> np.ndarray:
+        found = searcher.search(batch, k)
+        return np.asarray(found if isinstance(found, np.ndarray) else found.owners)
+
+    top(queries[:1], 10)  # the first search pays for loading or mapping: part of opening
+    figures: dict[str, Any] = {"open_ms": (time.perf_counter() - started) * 1000}
+    for k in (10, 100):
+        samples = []
+        for i in range(min(single_queries, len(queries))):
+            began = time.perf_counter()
+            top(queries[i : i + 1], k)
+            samples.append(time.perf_counter() - began)
+        ms = np.array(samples) * 1000
+        suffix = "" if k == 10 else "_k100"
+        figures[f"p50_ms{suffix}"] = float(np.percentile(ms, 50))
+        figures[f"p99_ms{suffix}"] = float(np.percentile(ms, 99))
+    # The exact baselines answer only as many batches as cover their single queries: at
+    # 1M rows FAISS's flat index takes minutes over a thousand queries.
+    answered = queries[: max(single_queries, _BATCH)] if method != "spyglass" else queries
+    if method == "rclip":  # one query at a time is all rclip does
+        answered = queries[:single_queries]
+        answers = [top(answered[i : i + 1], 10) for i in range(len(answered))]
+        figures["batch_qps"] = None
+    else:
+        began = time.perf_counter()
+        answers = [top(answered[i : i + _BATCH], 10) for i in range(0, len(answered), _BATCH)]
+        figures["batch_qps"] = len(answered) / (time.perf_counter() - began)
+    figures.update(rss_mb())
+    if method == "spyglass":
+        described = searcher.describe()
+        figures["index"] = described.summary
+        figures["nprobe"] = described.nprobe
+        figures["recall_at_10_measured_at_build"] = described.recall_at_10
+    figures["top10"] = np.vstack(answers).tolist()
+    return figures
+
+
+def measure_apart(*args: Any) -> dict[str, Any]:
+    """:func:`measure` in a fresh (spawned) process."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result: dict[str, Any] = pool.apply(measure, args)
+    return result
+
+
+def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
+    return hits / truth.size
+
+
+def run(
+    rows: int,
+    dims: int,
+    *,
+    queries: int,
+    baseline_queries: int,
+    mixture: VectorMixture,
+    settings: VectorSearchSettings,
+    folder: Path,
+    seed: int,
+    baselines: bool = True,
+) -> dict[str, Any]:
+    """The whole benchmark over ``folder`` (written if it holds no space yet)."""
+    written = folder / f"{SPACE}.f16"
+    reuse = written.exists() and written.stat().st_size == rows * dims * 2
+    write_s = None if reuse else write_space(folder, mixture, rows, seed)
+    build_s = build_approximate(folder, dims, rows, settings)
+    asked = mixture.sample(queries, np.random.default_rng(seed + 1_000_003))
+    matrix = np.memmap(written, dtype=np.float16, mode="r", shape=(rows, dims))
+    truth = exact_top(asked, matrix, 10)
+    del matrix
+    results: dict[str, Any] = {
+        "vectors": rows,
+        "dim": dims,
+        "queries": queries,
+        "baseline_queries": baseline_queries,
+        "write_s": write_s,
+        "build_s": build_s,
+    }
+    methods = {}
+    skipped = {}
+    for method, single in (
+        ("spyglass", queries),
+        ("faiss_flat", baseline_queries),
+        ("bruteforce_numpy", baseline_queries),
+        ("rclip", max(1, baseline_queries // 5)),
+    ):
+        if method != "spyglass" and not baselines:
+            continue
+        needed, available = rows * dims * 4, _available_memory()
+        if method != "spyglass" and available is not None and needed > available // 2:
+            # The exact baselines hold every row as float32: at 10M x 512 that is 20 GB,
+            # which is the problem the approximate store exists to solve.
+            skipped[method] = (
+                f"needs {needed / 2**30:.1f} GiB of float32 rows; "
+                f"{available / 2**30:.1f} GiB available"
+            )
+            continue
+        figures = measure_apart(method, str(folder), dims, rows, asked, single, settings)
+        found = np.asarray(figures.pop("top10"))
+        figures["recall_at_10"] = recall_at_10(found, truth[: len(found)])
+        methods[method] = figures
+    ours = methods.pop("spyglass")
+    results.update(ours)
+    for name, figures in methods.items():
+        short = {"faiss_flat": "flat", "bruteforce_numpy": "bruteforce"}.get(name, name)
+        results[f"speedup_vs_{short}"] = figures["p50_ms"] / ours["p50_ms"]
+        results[f"speedup_vs_{short}_k100"] = figures["p50_ms_k100"] / ours["p50_ms_k100"]
+        if figures["batch_qps"] is not None:
+            results[f"batch_speedup_vs_{short}"] = ours["batch_qps"] / figures["batch_qps"]
+    results["baselines"] = methods
+    if skipped:
+        results["baselines_skipped"] = skipped
+    results["cpu_count"] = os.cpu_count()
+    results["machine"] = platform.processor() or platform.machine()
+    return results
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux), or None if unknown."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def seeded_mixture(index_folder: Path, dims: int | None, clusters: int, seed: int) -> VectorMixture:
+    """Clusters around ``clusters`` real vectors of an index's image space."""
+    from spyglass.store.index import Index
+
+    with Index.open(index_folder) as index:
+        store = index.stores[index.info.image_space]
+        owners = store.visible_owners()
+        picked = np.random.default_rng(seed).choice(
+            owners, min(clusters, len(owners)), replace=False
+        )
+        centres = store.fetch(np.sort(picked))
+    if dims is not None and dims != centres.shape[1]:
+        raise click.UsageError(f"--dim {dims}, but the index's vectors have {centres.shape[1]}")
+    return VectorMixture.around(_unit(centres), seed=seed)
+
+
+def _print(results: dict[str, Any]) -> None:
+    keys = [
+        "build_s",
+        "open_ms",
+        "rss_mb",
+        "rss_anon_mb",
+        "p50_ms",
+        "p99_ms",
+        "p50_ms_k100",
+        "p99_ms_k100",
+        "batch_qps",
+        "recall_at_10",
+    ]
+    baselines = results["baselines"]
+    click.echo(
+        f"{results['vectors']:,} vectors x {results['dim']} dims, {results['queries']} queries"
+    )
+    click.echo(f"spyglass index: {results['index']}")
+    click.echo(f"{'':14}{'spyglass':>14}" + "".join(f"{m[:13]:>14}" for m in baselines))
+    for key in keys:
+        cells = [results.get(key)] + [baselines[m].get(key) for m in baselines]
+        text = ["-" if v is None else f"{v:,.3f}" if v < 10 else f"{v:,.1f}" for v in cells]
+        click.echo(f"{key:14}" + "".join(f"{t:>14}" for t in text))
+    for key in sorted(k for k in results if "speedup" in k):
+        click.echo(f"{key:30} {results[key]:.1f}x")
+    for method, why in results.get("baselines_skipped", {}).items():
+        click.echo(f"{method} skipped: {why}")
+
+
+@click.command("search")
+@click.option("--vectors", "rows", default=100_000, show_default=True, help="Rows in the space.")
+@click.option("--dim", "dims", default=512, show_default=True, help="Dimensions per vector.")
+@click.option("--queries", default=1000, show_default=True, help="Held-out queries.")
+@click.option(
+    "--baseline-queries",
+    default=50,
+    show_default=True,
+    help="Single queries timed for the exact baselines (at 1M each takes about a second).",
+)
+@click.option("--clusters", default=1000, show_default=True, help="Clusters in the mixture.")
+@click.option(
+    "--seed-index",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Cluster around real vectors from this index instead of random centres.",
+)
+@click.option("--nprobe", type=int, default=None, help="Clusters probed (default: measured).")
+@click.option("--codes", default=None, help="FAISS codes: SQ8 or PQ{m}x4fs (default: by budget).")
+@click.option(
+    "--memory-budget",
+    type=float,
+    default=None,
+    help="MiB the index's codes may take (picks 8-bit or 4-bit PQ codes).",
+)
+@click.option(
+    "--folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep the vectors and index here (reused by a later run of the same size).",
+)
+@click.option(
+    "--baselines/--no-baselines",
+    default=True,
+    show_default=True,
+    help="Also time the exact baselines (skipped anyway when their rows do not fit in RAM).",
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+def command(
+    rows: int,
+    dims: int,
+    queries: int,
+    baseline_queries: int,
+    clusters: int,
+    seed_index: Path | None,
+    nprobe: int | None,
+    codes: str | None,
+    memory_budget: float | None,
+    folder: Path | None,
+    baselines: bool,
+    seed: int,
+    as_json: bool,
+    out: str | None,
+) -> None:
+    """Approximate search against exact baselines: speed, memory, Recall@10."""
+    if seed_index is not None:
+        mixture = seeded_mixture(seed_index, dims, clusters, seed)
+        dims = mixture.dims
+    else:
+        mixture = VectorMixture.synthetic(dims, clusters=clusters, seed=seed)
+    settings = replace(
+        VectorSearchSettings(kind="approximate", build_in_background=False),
+        nprobe=nprobe,
+        codes=codes,
+        memory_budget=None if memory_budget is None else int(memory_budget * 2**20),
+    )
+    scratch = None
+    if folder is None:
+        scratch = tempfile.mkdtemp(prefix="spyglass-bench-search-")
+        folder = Path(scratch)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        results = run(
+            rows,
+            dims,
+            queries=queries,
+            baseline_queries=baseline_queries,
+            mixture=mixture,
+            settings=settings,
+            folder=folder,
+            seed=seed,
+            baselines=baselines,
+        )
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        _print(results)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
