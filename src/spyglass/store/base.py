@@ -3,7 +3,7 @@
 A store holds, per space, rows of (owner id, vector). An owner is an image id; most
 spaces hold one row per image, a crop space holds several, and a search returns each
 owner once, scored by its best row. Every implementation runs through the same contract
-tests (``tests/test_vector_store_contract.py``) against :class:`MemoryVectorStore`, the
+tests (``tests/store/test_vector_store_contract.py``) against :class:`MemoryVectorStore`, the
 brute-force reference.
 """
 

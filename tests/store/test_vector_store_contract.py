@@ -1,22 +1,41 @@
-"""Every vector store behaves like the brute-force reference (MemoryVectorStore).
+"""Every vector store keeps one contract, checked against the brute-force reference
+(MemoryVectorStore): the embedded exact store, and the approximate store in every layout
+it can take (8-bit codes in memory, 4-bit PQ codes, the saved file memory-mapped with
+rows added since) with every cluster probed, where it must return exactly what the
+reference returns.
 
-Vectors are rounded to float16 first so that the local store's on-disk precision does
-not make scores differ from the reference's.
+Vectors are rounded to float16 first so that the on-disk precision does not make
+scores differ from the reference's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spyglass.errors import IndexCorrupt
+from spyglass.settings import VectorSearchSettings
 from spyglass.store.base import VectorStore
+from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
 from spyglass.store.memory import MemoryVectorStore
 
 DIMS = 16
+#: Every cluster probed: the candidates then hold every row and the result is exact.
+EXHAUSTIVE = VectorSearchSettings(
+    kind="approximate", nprobe=1024, rescore=1000, build_in_background=False
+)
+LAYOUTS = {
+    "sq8": EXHAUSTIVE,
+    "pq": replace(EXHAUSTIVE, codes="PQ8x4fs"),
+    # The writer saves its first index only: the rows of later flushes reach a reader
+    # through its own in-memory index beside the memory-mapped file.
+    "mapped": replace(EXHAUSTIVE, retrain_growth=1000.0, save_growth=1000.0),
+}
 
 
 def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -25,19 +44,68 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
-@pytest.fixture(params=["memory", "local"])
-def make_store(request, tmp_path: Path):
+class Reopened:
+    """A writer that builds and saves the index at each flush, searched through a
+    reader opened afterwards: the saved file memory-mapped, and rows added since the
+    last save held apart (what a search process sees while indexing goes on)."""
+
+    dims = DIMS
+
+    def __init__(self, folder: Path, settings: VectorSearchSettings) -> None:
+        self.folder, self.settings = folder, settings
+        self.writer = IvfVectorStore(folder, "joint", DIMS, 0, writer=True, settings=settings)
+        self.hidden: dict[int, bool] = {}
+
+    def reader(self) -> IvfVectorStore:
+        reader = IvfVectorStore(
+            self.folder, "joint", DIMS, len(self.writer), settings=self.settings
+        )
+        for owner, hidden in self.hidden.items():
+            reader.set_hidden([owner], hidden)
+        return reader
+
+    def __len__(self) -> int:
+        return len(self.writer)
+
+    def add(self, owners: np.ndarray, vectors: np.ndarray) -> None:
+        self.writer.add(owners, vectors)
+
+    def flush(self) -> int:
+        return self.writer.flush()
+
+    def set_hidden(self, owners, hidden: bool = True) -> None:
+        for owner in owners:
+            self.hidden[int(owner)] = hidden
+
+    def search(self, queries: np.ndarray, k: int):
+        return self.reader().search(queries, k)
+
+    def fetch(self, owners: np.ndarray) -> np.ndarray:
+        return self.reader().fetch(owners)
+
+    def visible_owners(self) -> np.ndarray:
+        return self.reader().visible_owners()
+
+
+@pytest.fixture(params=["memory", "local", "ivf-sq8", "ivf-pq", "ivf-mapped"])
+def make_store(request, tmp_path: Path) -> Callable[[], VectorStore]:
     def make() -> VectorStore:
-        if request.param == "memory":
+        kind = request.param
+        if kind == "memory":
             return MemoryVectorStore(DIMS)
-        return LocalVectorStore(tmp_path / "vectors", "joint", DIMS, 0, writer=True)
+        if kind == "local":
+            return LocalVectorStore(tmp_path / "vectors", "joint", DIMS, 0, writer=True)
+        layout = kind.removeprefix("ivf-")
+        if layout == "mapped":
+            return Reopened(tmp_path / "vectors", LAYOUTS["mapped"])  # type: ignore[return-value]
+        return IvfVectorStore(
+            tmp_path / "vectors", "joint", DIMS, 0, writer=True, settings=LAYOUTS[layout]
+        )
 
     return make
 
 
-def filled(
-    make_store, owners: np.ndarray, vectors: np.ndarray
-) -> tuple[VectorStore, MemoryVectorStore]:
+def filled(make_store, owners: np.ndarray, vectors: np.ndarray):
     store, reference = make_store(), MemoryVectorStore(DIMS)
     for s in (store, reference):
         s.add(owners, vectors)
@@ -45,9 +113,7 @@ def filled(
     return store, reference
 
 
-def assert_same(
-    store: VectorStore, reference: MemoryVectorStore, queries: np.ndarray, k: int
-) -> None:
+def assert_same(store, reference: MemoryVectorStore, queries: np.ndarray, k: int) -> None:
     got, want = store.search(queries, k), reference.search(queries, k)
     np.testing.assert_array_equal(got.owners, want.owners)
     np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)
@@ -121,7 +187,30 @@ def test_wrong_dimensions_are_refused(make_store):
         store.add(np.arange(2), np.zeros((2, DIMS + 1), np.float32))
 
 
-# -- the local store's durability ------------------------------------------------------
+def test_equal_scores_are_ordered_by_owner(make_store):
+    """Ties break by owner id in every store (FAISS alone returns them in reverse)."""
+    rng = np.random.default_rng(3)
+    vectors = unit_rows(rng, 60)
+    vectors[[11, 25, 40]] = vectors[5]  # four owners, one vector
+    store, reference = filled(make_store, np.arange(60), vectors)
+    got = store.search(vectors[5:6], 6)
+    assert got.owners[0, :4].tolist() == [5, 11, 25, 40]
+    assert_same(store, reference, vectors[5:6], 6)
+
+
+@pytest.mark.parametrize("make_store", ["ivf-sq8", "ivf-pq", "ivf-mapped"], indirect=True)
+def test_every_approximate_layout_searches_through_its_index(make_store):
+    """The cases above would pass with exact search too: this one fails without the
+    approximate path (FAISS counts the queries its inverted lists answered)."""
+    import faiss
+
+    rng = np.random.default_rng(6)
+    store, _ = filled(make_store, np.arange(300), unit_rows(rng, 300))
+    searched = store.reader() if isinstance(store, Reopened) else store
+    assert searched.describe().kind == "approximate"
+    faiss.cvar.indexIVF_stats.reset()
+    searched.search(unit_rows(rng, 3), 5)
+    assert faiss.cvar.indexIVF_stats.nq == 3
 
 
 def test_local_store_cuts_uncommitted_rows_when_a_writer_opens(tmp_path: Path):
@@ -148,14 +237,3 @@ def test_local_store_with_fewer_rows_than_committed_is_reported_corrupt(tmp_path
     store.flush()
     with pytest.raises(IndexCorrupt):
         LocalVectorStore(folder, "joint", DIMS, 5, writer=True)
-
-
-def test_equal_scores_are_ordered_by_owner(make_store):
-    """Ties break by owner id in every store (FAISS alone returns them in reverse)."""
-    rng = np.random.default_rng(3)
-    vectors = unit_rows(rng, 60)
-    vectors[[11, 25, 40]] = vectors[5]  # four owners, one vector
-    store, reference = filled(make_store, np.arange(60), vectors)
-    got = store.search(vectors[5:6], 6)
-    assert got.owners[0, :4].tolist() == [5, 11, 25, 40]
-    assert_same(store, reference, vectors[5:6], 6)
