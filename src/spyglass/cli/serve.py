@@ -83,6 +83,21 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     help="Threads one request may use for the model and the vector search (default: 1, "
     "or SPYGLASS_THREADS; requests run in parallel anyway).",
 )
+@click.option(
+    "--head-timeout",
+    type=click.FloatRange(0.5, 600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a connection has to send a complete request head; slower ones are "
+    "closed, so stalled clients cannot hold the server's connections.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 100_000),
+    default=200,
+    show_default=True,
+    help="Connections and requests served at once; more are answered 503.",
+)
 @device_option
 def serve_command(
     index_dir: str,
@@ -93,6 +108,8 @@ def serve_command(
     follow_links: bool,
     map_points: int,
     threads: int | None,
+    head_timeout: float,
+    max_connections: int,
     device: str | None,
 ) -> None:
     """Serve the search page and the JSON API (OpenAPI at /openapi.json)."""
@@ -100,6 +117,7 @@ def serve_command(
         import uvicorn
 
         from spyglass.server import ServerSettings, create_app
+        from spyglass.server.protocol import with_head_timeout
         from spyglass.server.settings import MIN_TOKEN_LENGTH, is_loopback
     except ImportError as error:
         raise MissingDependency(
@@ -144,7 +162,16 @@ def serve_command(
                     "the page asks for the token once; API clients send it as a Bearer token"
                 )
             config = uvicorn.Config(
-                app, host=host, port=port, log_level="warning", access_log=False
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                http=with_head_timeout(head_timeout),
+                limit_concurrency=max_connections,
+                timeout_keep_alive=5,
+                # A request head larger than this is refused (h11 would buffer it all).
+                h11_max_incomplete_event_size=64 * 1024,
             )
             try:
                 uvicorn.Server(config).run(sockets=[listener])
