@@ -7,6 +7,7 @@ import socket
 from dataclasses import replace
 
 import click
+from click.core import ParameterSource
 
 from spyglass.cli.options import device_option, index_option, runtime_settings
 from spyglass.errors import CannotServe, MissingDependency
@@ -46,6 +47,18 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     return listener
 
 
+def read_token_file(path: str, ctx: click.Context) -> str:
+    """The first line of ``path``, stripped; a usage error if it cannot be read or is empty."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            token = handle.readline().strip()
+    except OSError as error:
+        raise click.UsageError(f"cannot read --token-file {path}: {error.strerror}", ctx) from error
+    if not token:
+        raise click.UsageError(f"--token-file {path} is empty", ctx)
+    return token
+
+
 @click.command("serve")
 @index_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -55,7 +68,14 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     envvar="SPYGLASS_TOKEN",
     default=None,
     help="Secret every request must carry (Authorization: Bearer ...; the page asks for "
-    "it once). Required to bind a non-loopback address. Or set SPYGLASS_TOKEN.",
+    "it once). Required to bind a non-loopback address. A value given here is visible "
+    "to other users in the process list: prefer SPYGLASS_TOKEN or --token-file.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Read the token from the first line of this file (kept out of the process list).",
 )
 @click.option(
     "--max-upload-mb",
@@ -104,6 +124,7 @@ def serve_command(
     host: str,
     port: int,
     token: str | None,
+    token_file: str | None,
     max_upload_mb: int,
     follow_links: bool,
     map_points: int,
@@ -128,6 +149,10 @@ def serve_command(
 
     token = token or None
     ctx = click.get_current_context()
+    if token_file is not None:
+        if token and ctx.get_parameter_source("token") is ParameterSource.COMMANDLINE:
+            raise click.UsageError("give the token one way: --token or --token-file", ctx)
+        token = read_token_file(token_file, ctx)  # wins over SPYGLASS_TOKEN
     if not is_loopback(host) and not token:
         raise click.UsageError(
             f"--host {host} exposes the index to the network: give --token (or set "
