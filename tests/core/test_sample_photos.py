@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
 
 from spyglass.cli import main
 from spyglass.encoders import Encoder
@@ -228,3 +229,15 @@ def test_info_says_how_each_space_is_searched(sample_index) -> None:
     search = engine.status().search
     assert set(search) == set(engine.encoder.info.spaces)
     assert all(method["kind"] == "exact" and method["rows"] == 14 for method in search.values())
+
+
+def test_a_text_search_loads_no_image_model(sample_photos_index: Path, runtime) -> None:
+    from spyglass.encoders import load_encoder
+
+    encoder = load_encoder("bundled", runtime)  # a fresh one: nothing embedded yet
+    with Spyglass(encoder, Index.open(sample_photos_index)) as engine:
+        assert names(engine.search(Query((TextTerm("a cat"),), k=1))) == ["chelsea-the-cat.png"]
+        assert not encoder.image_model_loaded  # type: ignore[attr-defined]
+        pixels = encoder.preprocess(Image.new("RGB", (64, 64), (200, 30, 30)))
+        encoder.embed_pixels(pixels[None])  # what an uploaded query image needs
+        assert encoder.image_model_loaded  # type: ignore[attr-defined]

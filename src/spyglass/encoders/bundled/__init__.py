@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -75,7 +76,9 @@ class BundledEncoder:
         self._folder = folder
         self._settings = settings
         self._pseudo_word_text: PseudoWordText | None = None
-        self._image = onnx_session(folder / "image.onnx", settings)
+        # The image model loads on first use: a text search never needs it.
+        self._image_session: Any = None
+        self._image_lock = threading.Lock()
         self._text = onnx_session(folder / "text.onnx", settings)
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.enable_truncation(TEXT_MAX_TOKENS)
@@ -127,8 +130,18 @@ class BundledEncoder:
         pixels = (np.asarray(image, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
         return pixels.transpose(2, 0, 1)
 
+    @property
+    def image_model_loaded(self) -> bool:
+        return self._image_session is not None
+
+    def _image(self) -> Any:
+        with self._image_lock:
+            if self._image_session is None:
+                self._image_session = onnx_session(self._folder / "image.onnx", self._settings)
+            return self._image_session
+
     def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        logits, pooled = self._image.run(None, {"pixels": pixels.astype(np.float32)})
+        logits, pooled = self._image().run(None, {"pixels": pixels.astype(np.float32)})
         return {JOINT_SPACE: self.conse(logits), IMAGE_SPACE: normalize_rows(pooled)}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -196,7 +209,7 @@ class BundledEncoder:
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 3, 224, 224) -> (n, 1000) ImageNet logits."""
-        logits, _ = self._image.run(None, {"pixels": pixels.astype(np.float32)})
+        logits, _ = self._image().run(None, {"pixels": pixels.astype(np.float32)})
         return np.asarray(logits)
 
 
