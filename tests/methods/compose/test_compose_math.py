@@ -96,9 +96,14 @@ def text_term(seed: int, weight: float, words: str = "as a sketch") -> EmbeddedT
 
 
 def brute_force(rows: np.ndarray, query: np.ndarray) -> list[int]:
-    """Ids by descending score, ties by id: the order every store must give."""
+    """Ids by descending score, ties by id: the order every store must give.
+
+    Exact float64 scores, not rounded ones: rounding makes ties out of scores 1e-6 apart
+    and orders them by id, against the method's (right) order; chains of such pairs
+    then fail the near-tie check. Methods score in float32, so their order may differ
+    from this one only among scores within float32 noise (see ``assert_same_order``)."""
     scores = rows.astype(np.float64) @ query.astype(np.float64)
-    return sorted(range(len(rows)), key=lambda i: (-round(scores[i], 5), i))
+    return sorted(range(len(rows)), key=lambda i: (-scores[i], i))
 
 
 def ids(ranking: Sequence[tuple[int, float]]) -> list[int]:
