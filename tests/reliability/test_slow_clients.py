@@ -39,7 +39,7 @@ def test_stalled_connections_are_closed_and_others_are_served(
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "spyglass", "serve", "--index", str(sample_photos_index)),
-            *("--port", str(port), "--head-timeout", "2"),
+            *("--port", str(port), "--head-timeout", "2", "--body-timeout", "2"),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -72,5 +72,42 @@ def test_stalled_connections_are_closed_and_others_are_served(
     finally:
         for connection in stalled:
             connection.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_body_that_stalls_is_answered_408(sample_photos_index: Path, tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "spyglass", "serve", "--index", str(sample_photos_index)),
+            *("--port", str(port), "--body-timeout", "2"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "SPYGLASS_CACHE_DIR": str(tmp_path / "cache")},
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert process.poll() is None
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "spyglass serve did not answer"
+                time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(
+                b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            connection.settimeout(15)
+            answer = b""
+            while chunk := connection.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"request-timeout" in answer
+    finally:
         process.terminate()
         process.wait(timeout=30)

@@ -112,6 +112,13 @@ def read_token_file(path: str, ctx: click.Context) -> str:
     "closed, so stalled clients cannot hold the server's connections.",
 )
 @click.option(
+    "--body-timeout",
+    type=click.FloatRange(0.5, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a request body may stall before the request is answered 408.",
+)
+@click.option(
     "--max-connections",
     type=click.IntRange(1, 100_000),
     default=200,
@@ -130,6 +137,7 @@ def serve_command(
     map_points: int,
     threads: int | None,
     head_timeout: float,
+    body_timeout: float,
     max_connections: int,
     device: str | None,
 ) -> None:
@@ -175,6 +183,7 @@ def serve_command(
             map_max_points=map_points,
             search_threads=threads,
             cache_dir=runtime.cache_dir,
+            body_timeout=body_timeout,
         )
         with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
             app = create_app(engine, settings)

@@ -102,7 +102,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def on_http(request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, HTTPException)
-        codes = {400: "bad-request", 404: "not-found", 405: "method-not-allowed", 413: "too-large"}
+        codes = {
+            400: "bad-request",
+            404: "not-found",
+            405: "method-not-allowed",
+            408: "request-timeout",
+            413: "too-large",
+        }
         code = codes.get(error.status_code, "http-error")
         message = str(error.detail)
         if error.status_code == 400 and "parsing the body" in message:

@@ -23,6 +23,7 @@ One ASGI middleware, in front of everything:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -91,6 +92,13 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"the request body is over the limit of {limit:,} bytes")
 
 
+class BodyTimedOut(HTTPException):
+    """Raised from ``receive`` when a request body stalls (see ``body_timeout``)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(408, f"the request body stalled for {seconds:g} s")
+
+
 class Guard:
     """The host check, the token check, the body limit and the security headers."""
 
@@ -147,7 +155,10 @@ class Guard:
 
         async def receive_with_limit() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.settings.body_timeout)
+            except TimeoutError as error:
+                raise BodyTimedOut(self.settings.body_timeout) from error
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

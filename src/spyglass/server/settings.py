@@ -40,6 +40,9 @@ class ServerSettings:
     max_upload_pixels: int = 64_000_000
     #: Uploaded query images kept in memory for paging and re-ranking (never indexed).
     upload_slots: int = 64
+    #: Seconds a request body may pause between two of its chunks before the request is
+    #: answered 408 and its connection closed (a client stalled mid-upload).
+    body_timeout: float = 30.0
     #: The Spyglass cache folder (``RuntimeSettings.cache_dir``). The server keeps its
     #: thumbnails, map layouts and embedded vocabulary under ``<cache_dir>/server/``, one
     #: folder per index (see :mod:`spyglass.server.caches`), never in the index folder.
