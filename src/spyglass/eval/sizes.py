@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from spyglass.eval.datasets import IndexedCollection
 from spyglass.eval.metrics import Estimate, bootstrap_mean, paired_difference
 from spyglass.eval.protocols import PROTOCOL_TASKS
 from spyglass.eval.protocols.running import ProgressFunction, RunSettings
-from spyglass.eval.suite import protocol_runner
+from spyglass.eval.suite import collections_for, protocol_runner
 from spyglass.eval.variants import Variant, registered_rerankers, select_variants
 from spyglass.query.methods import DEFAULT_METHOD
 from spyglass.query.rerank import resolve_reranker
@@ -261,20 +261,10 @@ def run_rerank_sizes(
 ) -> tuple[list[SizeRow], list[str]]:
     """Every planned run at every size on the folders under ``data``: (rows, the folders
     not found there). ``opener`` indexes a folder (once per model) and opens it."""
-    opened: dict[str, IndexedCollection] = {}
     rows: list[SizeRow] = []
     absent: list[str] = []
-    try:
-        for run in runs:
-            folder = data / run.dataset
-            if not (folder / "labels.csv").is_file():
-                if run.dataset not in absent:
-                    absent.append(run.dataset)
-                continue
-            if run.dataset not in opened:
-                announce(f"indexing {folder} (reused when up to date)")
-                opened[run.dataset] = opener(folder)
-            collection = opened[run.dataset]
+    with closing(collections_for(runs, data, opener, announce, absent)) as planned:
+        for run, collection in planned:
             for size in collection_sizes(sizes, len(collection)):
                 announce(f"{run.protocol} on {run.dataset}, collections of {size:,} images")
                 rows.append(
@@ -288,9 +278,6 @@ def run_rerank_sizes(
                         progress_for=progress_for,
                     )
                 )
-    finally:
-        for opened_collection in opened.values():
-            opened_collection.engine.close()
     return rows, absent
 
 

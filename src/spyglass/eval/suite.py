@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AbstractContextManager, closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from spyglass.eval.datasets import IndexedCollection
 from spyglass.eval.protocols import PROTOCOL_TASKS
@@ -109,6 +109,41 @@ def run_one(
     )
 
 
+class NamesDataset(Protocol):
+    @property
+    def dataset(self) -> str: ...
+
+
+RunT = TypeVar("RunT", bound=NamesDataset)
+
+
+def collections_for(
+    runs: Sequence[RunT],
+    data: Path,
+    opener: Callable[[Path], IndexedCollection],
+    announce: Callable[[str], None],
+    absent: list[str],
+) -> Generator[tuple[RunT, IndexedCollection], None, None]:
+    """Each run with its collection: every folder under ``data`` indexed and opened once
+    (``opener``), folders missing there appended to ``absent``, and every opened
+    collection closed when the iteration ends (use it under ``contextlib.closing``)."""
+    opened: dict[str, IndexedCollection] = {}
+    try:
+        for run in runs:
+            folder = data / run.dataset
+            if not (folder / "labels.csv").is_file():
+                if run.dataset not in absent:
+                    absent.append(run.dataset)
+                continue
+            if run.dataset not in opened:
+                announce(f"indexing {folder} (reused when up to date)")
+                opened[run.dataset] = opener(folder)
+            yield run, opened[run.dataset]
+    finally:
+        for collection in opened.values():
+            collection.engine.close()
+
+
 def run_suite(
     data: Path,
     opener: Callable[[Path], IndexedCollection],
@@ -124,25 +159,13 @@ def run_suite(
     ``data`` are named in the report rather than failing it.
     """
     settings = settings or RunSettings()
-    opened: dict[str, IndexedCollection] = {}
     results: list[ProtocolResult] = []
     absent: list[str] = []
-    try:
-        for run in runs:
-            folder = data / run.dataset
-            if not (folder / "labels.csv").is_file():
-                if run.dataset not in absent:
-                    absent.append(run.dataset)
-                continue
-            if run.dataset not in opened:
-                announce(f"indexing {folder} (reused when up to date)")
-                opened[run.dataset] = opener(folder)
+    with closing(collections_for(runs, data, opener, announce, absent)) as planned:
+        for run, collection in planned:
             announce(f"{run.protocol} on {run.dataset}")
             with progress_for(f"{run.protocol} {run.dataset}") as progress:
-                results.append(run_one(run, opened[run.dataset], settings, progress))
-    finally:
-        for collection in opened.values():
-            collection.engine.close()
+                results.append(run_one(run, collection, settings, progress))
     return render(results, command, absent)
 
 
