@@ -18,7 +18,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,30 @@ def sample_client(sample_photos_index: Path, bundled: Encoder) -> Iterator[Any]:
             yield client
     finally:
         engine.close()
+
+
+@pytest.fixture(scope="session")
+def photo_variants(sample_photos: Path) -> Callable[..., Path]:
+    """Make ``count`` distinct images in a new ``folder``, each a seeded random crop of a
+    sample photo resized to ``side`` pixels: different bytes, so every one is embedded
+    (copies would only be linked). Returns the folder."""
+
+    def make(folder: Path, count: int, *, seed: int = 0, side: int = 128) -> Path:
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
+        sources = sorted(sample_photos.glob("*.png"))
+        folder.mkdir()
+        for n in range(count):
+            with Image.open(sources[n % len(sources)]) as image:
+                width, height = image.size
+                left, top = int(rng.integers(0, width // 3)), int(rng.integers(0, height // 3))
+                crop = image.convert("RGB").crop((left, top, left + width // 2, top + height // 2))
+                crop.resize((side, side)).save(folder / f"v{seed}-{n:04d}.jpg", quality=85)
+        return folder
+
+    return make
 
 
 def _skip_reason(report: pytest.TestReport) -> str:

@@ -10,9 +10,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 from spyglass.ingest.pipeline import _ordered_lookahead
 
 
@@ -29,25 +26,11 @@ def test_stopping_the_read_ahead_early_cancels_it_quietly() -> None:
     assert isinstance(outcomes[1], ZeroDivisionError) and outcomes[0] == -1
 
 
-def distinct_variants(sample_photos: Path, folder: Path, count: int) -> None:
-    """``count`` distinct images cut from the sample photos (each embedded, none a copy)."""
-    rng = np.random.default_rng(0)
-    sources = sorted(sample_photos.glob("*.png"))
-    folder.mkdir()
-    for n in range(count):
-        with Image.open(sources[n % len(sources)]) as image:
-            image = image.convert("RGB")
-            width, height = image.size
-            left, top = int(rng.integers(0, width // 3)), int(rng.integers(0, height // 3))
-            crop = image.crop((left, top, left + width // 2, top + height // 2))
-            crop.resize((160, 160)).save(folder / f"variant-{n:04d}.jpg", quality=90)
-
-
 def test_ctrl_c_while_indexing_prints_one_line_and_keeps_the_commits(
-    sample_photos: Path, tmp_path: Path
+    photo_variants, tmp_path: Path
 ) -> None:
-    images, index_dir = tmp_path / "images", tmp_path / "index"
-    distinct_variants(sample_photos, images, 600)
+    images = photo_variants(tmp_path / "images", 600, side=160)
+    index_dir = tmp_path / "index"
     command = [sys.executable, "-m", "spyglass", "index", str(images), "--index", str(index_dir)]
     process = subprocess.Popen(
         [*command, "--commit-every", "32", "-q"],

@@ -14,24 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from spyglass.store.index import Index
 
 KILLS = 25 if os.environ.get("SPYGLASS_LONG") else 3
-
-
-def variants(sample_photos: Path, folder: Path, count: int, seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    sources = sorted(sample_photos.glob("*.png"))
-    folder.mkdir()
-    for n in range(count):
-        with Image.open(sources[n % len(sources)]) as image:
-            width, height = image.size
-            left, top = int(rng.integers(0, width // 3)), int(rng.integers(0, height // 3))
-            crop = image.convert("RGB").crop((left, top, left + width // 2, top + height // 2))
-            crop.resize((112, 112)).save(folder / f"v{seed}-{n:04d}.jpg", quality=85)
-    return folder
 
 
 def index_command(folders: list[Path], index_dir: Path) -> list[str]:
@@ -62,10 +48,10 @@ def snapshot(index_dir: Path) -> dict[str, np.ndarray]:
 
 
 def test_random_sigkills_leave_an_index_equal_to_a_clean_build(
-    sample_photos: Path, tmp_path: Path
+    photo_variants, tmp_path: Path
 ) -> None:
-    first = variants(sample_photos, tmp_path / "first", 160, seed=1)
-    second = variants(sample_photos, tmp_path / "second", 80, seed=2)
+    first = photo_variants(tmp_path / "first", 160, seed=1, side=112)
+    second = photo_variants(tmp_path / "second", 80, seed=2, side=112)
     index_dir = tmp_path / "index"
     rng = random.Random(0)
     for kill in range(KILLS):

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from spyglass.store.index import Index
 
@@ -47,19 +46,6 @@ def fill(disk: Path, leave_bytes: int) -> Path:
     return filler
 
 
-def variants(sample_photos: Path, folder: Path, count: int) -> Path:
-    rng = np.random.default_rng(1)
-    sources = sorted(sample_photos.glob("*.png"))
-    folder.mkdir()
-    for n in range(count):
-        with Image.open(sources[n % len(sources)]) as image:
-            width, height = image.size
-            left, top = int(rng.integers(0, width // 3)), int(rng.integers(0, height // 3))
-            crop = image.convert("RGB").crop((left, top, left + width // 2, top + height // 2))
-            crop.resize((96, 96)).save(folder / f"v{n:04d}.jpg", quality=85)
-    return folder
-
-
 def spyglass(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "spyglass", *args],
@@ -87,9 +73,9 @@ def contents(index_dir: Path) -> dict[str, np.ndarray]:
 
 
 def test_disk_full_while_indexing_loses_nothing_and_the_next_run_finishes(
-    sample_photos: Path, tmp_path: Path, small_disk: Path
+    photo_variants, tmp_path: Path, small_disk: Path
 ) -> None:
-    images = variants(sample_photos, tmp_path / "images", 400)
+    images = photo_variants(tmp_path / "images", 400, seed=1, side=96)
     index_dir = small_disk / "index"
     # Room for the empty index and a few commits of vectors, not for all 400 images.
     filler = fill(small_disk, 600_000)
