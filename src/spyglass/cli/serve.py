@@ -125,6 +125,14 @@ def read_token_file(path: str, ctx: click.Context) -> str:
     show_default=True,
     help="Connections and requests served at once; more are answered 503.",
 )
+@click.option(
+    "--cores",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help="Cores the searches share (default: the CPUs this process may use): that many "
+    "compute at once, cheap ones (text) before costly ones (image embedding, marks, "
+    "re-ranking), which always keep one; the others queue.",
+)
 @device_option
 def serve_command(
     index_dir: str,
@@ -139,6 +147,7 @@ def serve_command(
     head_timeout: float,
     body_timeout: float,
     max_connections: int,
+    cores: int | None,
     device: str | None,
 ) -> None:
     """Serve the search page and the JSON API (OpenAPI at /openapi.json)."""
@@ -146,6 +155,7 @@ def serve_command(
         import uvicorn
 
         from spyglass.server import ServerSettings, create_app
+        from spyglass.server.memory import limit_malloc_arenas
         from spyglass.server.protocol import with_head_timeout
         from spyglass.server.settings import MIN_TOKEN_LENGTH, is_loopback
     except ImportError as error:
@@ -172,6 +182,7 @@ def serve_command(
         raise click.UsageError(f"--token must be at least {MIN_TOKEN_LENGTH} characters long", ctx)
     runtime = runtime_settings(device)
     threads = threads or runtime.threads or 1
+    limit_malloc_arenas()  # before the model's and the server's threads start
     with bind_listening_socket(host, port) as listener:
         port = listener.getsockname()[1]  # the one chosen, for --port 0
         settings = ServerSettings.for_binding(
@@ -184,6 +195,7 @@ def serve_command(
             search_threads=threads,
             cache_dir=runtime.cache_dir,
             body_timeout=body_timeout,
+            cores=cores,
         )
         with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
             app = create_app(engine, settings)

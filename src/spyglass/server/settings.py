@@ -71,6 +71,9 @@ class ServerSettings:
     #: in uvicorn's thread pool; on a busy machine one OpenMP thread per request is
     #: many times faster than several that wait for each other (docs/bench-api.md).
     search_threads: int = 1
+    #: Cores the server's searches share (None: the CPUs this process may use). Sets
+    #: how many searches compute at once (see :mod:`spyglass.server.admission`).
+    cores: int | None = None
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:

@@ -18,6 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from spyglass.engine import Spyglass
+from spyglass.server.admission import Admission
 from spyglass.server.atlas import CollectionMap, MapLayout
 from spyglass.server.caches import CacheFolders
 from spyglass.server.gate import ImageGate
@@ -53,6 +54,8 @@ class ServerState:
         self.thumbnails = ThumbnailCache(
             self.gate, self.caches.thumbnails, max_pixels=limits.max_pixels
         )
+        #: Searches compute a lane's slot at a time, so heavy ones cannot starve light ones.
+        self.admission = Admission(settings.cores)
         #: Set at shutdown: background work stops at its next step (see background.py).
         self.stopping = threading.Event()
         self.vocabulary = Vocabulary(engine.encoder, self.caches.vocabulary, stopping=self.stopping)

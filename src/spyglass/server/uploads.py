@@ -8,8 +8,6 @@ image again. The oldest uploads are forgotten first; nothing is written to disk.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import secrets
 import threading
@@ -18,18 +16,11 @@ from dataclasses import dataclass
 
 from spyglass.images import decode_image
 from spyglass.search import QUERY_MAX_SIDE
+from spyglass.server.memory import release_freed_memory
 from spyglass.server.problems import ApiProblem
 
 #: After decoding an upload this large, hand freed memory back to the system.
 _TRIM_ABOVE_PIXELS = 16_000_000
-
-
-def release_freed_memory() -> None:
-    """Ask glibc to return freed heap to the system: without it, the arenas of the
-    server's threads can keep the peak of every big decode (issue 10 saw 3.3 GB still
-    held five minutes after eight concurrent 64-megapixel uploads). A no-op elsewhere."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 
 from spyglass.errors import InvalidQuery
+from spyglass.query.rerank import collection_size
 from spyglass.search import SearchResult
+from spyglass.server.admission import is_heavy
 from spyglass.server.clusters import cluster_vectors
 from spyglass.server.export import ExportHeader, file_name, searched_now, to_csv, to_json
 from spyglass.server.problems import ApiProblem, error_responses
@@ -61,7 +63,9 @@ def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult]
     if query.offset >= searchable:
         return [], False
     wanted = min(query.k, searchable - query.offset)
-    results = state.engine.search(replace(query, k=wanted))
+    heavy = is_heavy(query, collection_size(state.engine.index))
+    with state.admission.slot(heavy):
+        results = state.engine.search(replace(query, k=wanted))
     has_more = len(results) >= wanted and query.offset + wanted < searchable
     return results, has_more
 
@@ -200,7 +204,8 @@ def clusters(request: Request, body: ClusterRequest, state: State) -> ClusterRes
     space = state.engine.index.info.image_space
     ids = np.array([r.image_id for r in results], np.int64)
     vectors = state.engine.index.stores[space].fetch(ids) if len(ids) else np.zeros((0, 1))
-    grouping = cluster_vectors(vectors, clusters=body.clusters, neighbours=body.neighbours)
+    with state.admission.slot(heavy=True):  # k-means: as costly as a re-ranking
+        grouping = cluster_vectors(vectors, clusters=body.clusters, neighbours=body.neighbours)
     nodes = [
         ClusterNode(
             id=r.image_id,
