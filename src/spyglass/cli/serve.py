@@ -155,7 +155,7 @@ def serve_command(
         import uvicorn
 
         from spyglass.server import ServerSettings, create_app
-        from spyglass.server.memory import limit_malloc_arenas
+        from spyglass.server.process import limit_blas_threads, limit_malloc_arenas
         from spyglass.server.protocol import with_head_timeout
         from spyglass.server.settings import MIN_TOKEN_LENGTH, is_loopback
     except ImportError as error:
@@ -183,6 +183,7 @@ def serve_command(
     runtime = runtime_settings(device)
     threads = threads or runtime.threads or 1
     limit_malloc_arenas()  # before the model's and the server's threads start
+    limit_blas_threads(threads)
     with bind_listening_socket(host, port) as listener:
         port = listener.getsockname()[1]  # the one chosen, for --port 0
         settings = ServerSettings.for_binding(

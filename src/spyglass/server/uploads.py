@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 from spyglass.images import decode_image
 from spyglass.search import QUERY_MAX_SIDE
-from spyglass.server.memory import release_freed_memory
 from spyglass.server.problems import ApiProblem
+from spyglass.server.process import release_freed_memory
 
 #: After decoding an upload this large, hand freed memory back to the system.
 _TRIM_ABOVE_PIXELS = 16_000_000
