@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,22 @@ def test_concurrent_clients_get_every_answer(
     assert "client(s)" in result.output
     # The server's caches went to the test's folder, not the user's.
     assert any((server_cache / "server").rglob("*"))
+
+
+def test_a_server_that_does_not_answer_is_one_line() -> None:
+    with socket.socket() as probe:  # a port nobody listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    result = CliRunner().invoke(main, ["bench", "load", "--url", url, "--seconds", "1"])
+    assert result.exit_code == 5
+    assert result.output.strip().count("\n") == 0
+    assert result.output.startswith(f"error: the server at {url} did not answer")
+
+
+def test_an_index_that_cannot_be_served_is_one_line(sample_photos: Path) -> None:
+    result = CliRunner().invoke(
+        main, ["bench", "load", "--index", str(sample_photos), "--seconds", "1"]
+    )
+    assert result.exit_code == 5
+    assert result.output.strip().count("\n") == 0
+    assert "spyglass serve did not start" in result.output

@@ -44,6 +44,7 @@ import click
 import numpy as np
 
 from spyglass.bench.api import QUERIES
+from spyglass.errors import CannotServe, MissingDependency
 
 #: Kinds of request and their default shares of the load: a page shows a result list
 #: and fetches its thumbnails, so thumbnails are the most frequent request.
@@ -179,7 +180,7 @@ def _announced_url(process: subprocess.Popen[str], log: Path, timeout: float) ->
     reader.join(timeout)
     if not found:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise click.ClickException(f"spyglass serve did not start: {tail[0]}")
+        raise CannotServe(f"spyglass serve did not start: {tail[0].removeprefix('error: ')}")
     # Keep draining stdout so the server never blocks on a full pipe.
     threading.Thread(target=lambda: [None for _ in process.stdout or ()], daemon=True).start()
     return found[0]
@@ -380,7 +381,7 @@ async def wait_until_prepared(client: Any, timeout: float) -> float:
         if response.status_code != 202:
             return time.monotonic() - started
         await asyncio.sleep(1.0)
-    raise click.ClickException(f"the server's map was still being computed after {timeout:.0f} s")
+    raise CannotServe(f"the server's map was still being computed after {timeout:.0f} s")
 
 
 @dataclass
@@ -560,10 +561,8 @@ def command(
     """The live server under 1, 8, 32 concurrent clients: throughput, p50/p99 per kind
     of request, errors and the server's memory."""
     try:
-        import httpx  # noqa: F401
+        import httpx
     except ImportError as error:
-        from spyglass.errors import MissingDependency
-
         raise MissingDependency("bench load needs httpx: pip install 'spyglass[server]'") from error
     if (index_dir is None) == (url is None):
         raise click.UsageError("give --index (a server is started) or --url (one running)")
@@ -583,7 +582,17 @@ def command(
             mix,
             wait_for_map,
         )
-        return asyncio.run(run.run())
+        try:
+            return asyncio.run(run.run())
+        except httpx.HTTPStatusError as error:
+            response = error.response
+            raise CannotServe(
+                f"the server at {server.url} answered {response.status_code} to "
+                f"{error.request.method} {error.request.url.path} before the load: "
+                f"{response.text[:200]}"
+            ) from error
+        except httpx.HTTPError as error:
+            raise CannotServe(f"the server at {server.url} did not answer: {error!r}") from error
 
     if url is not None:
         results = measure(Server(url.rstrip("/"), pid))
