@@ -329,10 +329,13 @@ def _acquire_write_lock(folder: Path) -> int:
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
-        holder = os.pread(handle, 32, 0).decode(errors="replace").strip() or "another process"
+        holder = os.pread(handle, 32, 0).decode(errors="replace").strip()
         os.close(handle)
+        # The file is empty between the holder's flock and its writing its pid (and a
+        # program other than spyglass may hold it): then there is no pid to name.
+        who = f"pid {holder}" if holder.isdigit() else "another process"
         raise IndexLocked(
-            f"index {folder} is being written by pid {holder}; wait for it to finish"
+            f"index {folder} is being written by {who}; wait for it to finish"
         ) from exc
     try:
         os.ftruncate(handle, 0)

@@ -55,19 +55,21 @@ def result_thumbnail(request: Request, state: ServerState, result: SearchResult)
     return thumbnail_url(request, result.image_id)
 
 
-def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool]:
-    """Results of a built query, and whether the ranking goes on after them."""
+def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool, int]:
+    """Results of a built query, whether the ranking goes on after them, and how many
+    images were searchable for it (read once: a second read could already count images
+    another process committed since, and disagree with the results)."""
     state.prepare_thread()
     query = built.query
     searchable = state.searchable()
     if query.offset >= searchable:
-        return [], False
+        return [], False, searchable
     wanted = min(query.k, searchable - query.offset)
     heavy = is_heavy(query, collection_size(state.engine.index))
     with state.admission.slot(heavy):
         results = state.engine.search(replace(query, k=wanted))
     has_more = len(results) >= wanted and query.offset + wanted < searchable
-    return results, has_more
+    return results, has_more, searchable
 
 
 def search_response(
@@ -77,7 +79,7 @@ def search_response(
     built: BuiltQuery,
     started: float,
 ) -> SearchResponse:
-    results, has_more = run_query(state, built)
+    results, has_more, searchable = run_query(state, built)
     items = [
         SearchResultItem(
             rank=search.offset + n + 1,
@@ -98,7 +100,7 @@ def search_response(
         limit=search.limit,
         results=items,
         has_more=has_more,
-        searchable=state.searchable(),
+        searchable=searchable,
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         upload_id=search.upload_id,
         notes=state.engine.query_notes(built.query),
@@ -173,7 +175,7 @@ def export(body: ExportRequest, state: State) -> Response:
     """The results of a search as a file for case notes: CSV or JSON with each result's
     rank, score and path, the query, the time (UTC), the index and the model."""
     built = build_query(body, state.gate, state.uploads)
-    results, _ = run_query(state, built)
+    results, _, _ = run_query(state, built)
     info = state.engine.index.info
     header = ExportHeader(
         query=built.description,
@@ -200,7 +202,7 @@ def clusters(request: Request, body: ClusterRequest, state: State) -> ClusterRes
     """The top results (default 50) grouped by k-means over the image vectors, with
     edges from each image to its most similar neighbours (for a graph view)."""
     built = build_query(body, state.gate, state.uploads)
-    results, _ = run_query(state, built)
+    results, _, _ = run_query(state, built)
     space = state.engine.index.info.image_space
     ids = np.array([r.image_id for r in results], np.int64)
     vectors = state.engine.index.stores[space].fetch(ids) if len(ids) else np.zeros((0, 1))
