@@ -334,8 +334,10 @@ def rank_late_fusion(context: RankContext, k: int) -> Ranking:
         _candidate_scores(context, text_space, text_query, candidates, by_text),
         parts.text_share,
     )
-    order = sorted(range(len(candidates)), key=lambda i: (-fused[i], candidates[i]))[:k]
-    return [(candidates[i], float(fused[i])) for i in order]
+    # By fused score, ties by id: the order a sort on (-score, id) gives, without a
+    # Python key call per candidate (up to 2 x LATE_FUSION_DEPTH of them).
+    order = np.lexsort((np.asarray(candidates, np.int64), -fused))[:k]
+    return [(candidates[i], float(fused[i])) for i in order.tolist()]
 
 
 # -- Pic2Word ---------------------------------------------------------------------------

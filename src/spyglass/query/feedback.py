@@ -26,14 +26,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from spyglass.errors import InvalidQuery
 from spyglass.query.methods import RankContext, Ranking, register, weighted_sum
+from spyglass.store.base import VectorStore
 
 #: Random index images used as negatives by the learned models.
 PSEUDO_NEGATIVES = 1000
+#: From this many rows in a space, pseudo-negatives are drawn by row position (work
+#: bounded by ``PSEUDO_NEGATIVES``) instead of from the list of every visible image
+#: (O(N): 1M owners listed, de-duplicated and filtered per query). Below it the spaces
+#: are searched exactly (``VectorSearchSettings.approximate_from_rows``), so the list
+#: costs less than the search that follows, and keeping it there keeps the rankings of
+#: small collections, and the measurements in docs/methods.md, exactly as they were.
+SAMPLE_BY_POSITION_FROM = 100_000
+#: Rounds of drawing by position before falling back to the list (a collection whose
+#: rows are mostly hidden, such as the size study's subsets).
+SAMPLE_ROUNDS = 4
 #: Rocchio's constants: SMART's classic alpha = 1, beta = 0.75, gamma = 0.15
 #: (Manning, Raghavan & Schütze, Introduction to IR, section 9.1.1).
 ROCCHIO_ALPHA = 1.0
@@ -91,18 +103,90 @@ def marked_examples(context: RankContext, space: str) -> tuple[np.ndarray, np.nd
 def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray:
     """(m, dims) float32: ``count`` random indexed images, the marked ones left out.
 
-    Seeded by the marked ids, so the same feedback draws the same images."""
+    Seeded by the marked ids (and the size of the space), so the same feedback draws the
+    same images. From ``SAMPLE_BY_POSITION_FROM`` rows the images are drawn by row
+    position (:func:`sample_by_position`: work bounded by ``count``, whatever the size
+    of the index); below it, or where the store cannot be sampled that way, from the
+    list of every visible image (:func:`sample_from_list`, O(N))."""
     store = context.index.stores[space]
-    owners = store.visible_owners()
     marked = np.array(context.positive_ids + context.negative_ids, np.int64)
+    if count <= 0:
+        return np.zeros((0, store.dims), np.float32)
+    chosen = None
+    if len(store) >= SAMPLE_BY_POSITION_FROM:
+        chosen = sample_by_position(store, count, marked)
+    if chosen is None:
+        chosen = sample_from_list(store, count, marked)
+    if len(chosen) == 0:
+        return np.zeros((0, store.dims), np.float32)
+    return store.fetch(chosen).astype(np.float32)
+
+
+def sample_from_list(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray:
+    """(m,) int64 sorted: ``count`` distinct visible owners of ``store`` (all of them if
+    fewer), none of ``marked``, drawn from the list of every visible owner. O(N) in the
+    rows of the store; what every collection got before sampling by position."""
+    owners = store.visible_owners()
     if len(marked):
         owners = owners[~np.isin(owners, marked)]
-    if len(owners) == 0 or count <= 0:
-        return np.zeros((0, store.dims), np.float32)
-    seed = [len(owners), *sorted(int(i) for i in marked)]
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(owners, size=min(count, len(owners)), replace=False))
-    return store.fetch(chosen).astype(np.float32)
+    if len(owners) == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng([len(owners), *sorted(int(i) for i in marked)])
+    return np.sort(rng.choice(owners, size=min(count, len(owners)), replace=False))
+
+
+@runtime_checkable
+class OwnersByRow(Protocol):
+    """A store that can say which owner each of its rows belongs to, in O(1) per query
+    (the local and approximate stores keep that array in memory once read)."""
+
+    def owners(self) -> np.ndarray:
+        """(rows,) int64: the owner of every row, in row order."""
+        ...
+
+
+def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray | None:
+    """(count,) int64 sorted: distinct visible owners of ``store``, none of ``marked``,
+    drawn by row position; ``None`` where the store cannot be sampled so, or when
+    ``SAMPLE_ROUNDS`` rounds of drawing found fewer than ``count`` (a store whose rows
+    are nearly all hidden; the caller then draws from the whole list).
+
+    Each round draws row positions uniformly with replacement, maps them to owners and
+    keeps, in the order drawn, the first occurrence of each owner that is visible, not
+    marked and not kept already: a uniform draw without replacement among the visible
+    unmarked owners (with one row per owner, as in the spaces sampled here). A round
+    draws what is still wanted divided by the share of draws the last round kept (at
+    least 1/16), so work per call is at most about ``SAMPLE_ROUNDS`` x 16 x ``count``
+    positions and set look-ups, whatever the number of rows. Seeded by the number of
+    rows and the marked ids."""
+    hidden = getattr(store, "_hidden", None)
+    # The store protocol cannot say whether an owner is hidden without listing every
+    # visible owner; the local stores (exact and approximate) keep the hidden ones in a
+    # set. Other stores are sampled from the list.
+    if not isinstance(store, OwnersByRow) or not isinstance(hidden, set):
+        return None
+    row_owners = store.owners()
+    rows = len(row_owners)
+    if rows == 0:
+        return np.zeros(0, np.int64)
+    rng = np.random.default_rng([rows, *sorted(int(i) for i in marked)])
+    leave_out = {int(i) for i in marked.tolist()}
+    kept: list[int] = []
+    share = 1.0
+    for _ in range(SAMPLE_ROUNDS):
+        wanted = count - len(kept)
+        # A little more than needed, so that one round nearly always suffices.
+        size = int(wanted / max(share, 1 / 16) * 1.125) + 8
+        before = len(kept)
+        for owner in row_owners[rng.integers(0, rows, size=size)].tolist():
+            if owner in leave_out or owner in hidden:
+                continue
+            leave_out.add(owner)
+            kept.append(owner)
+            if len(kept) == count:
+                return np.sort(np.array(kept, np.int64))
+        share = (len(kept) - before) / size
+    return None
 
 
 def build_examples(
