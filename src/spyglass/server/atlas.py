@@ -300,6 +300,8 @@ class CollectionMap:
         self._running: dict[str, threading.Thread] = {}
         self._progress: dict[str, tuple[str, float]] = {}
         self._failed: dict[str, str] = {}
+        #: (index generation, ids on the map, images in all): see ``_ids``.
+        self._sample: tuple[tuple[int, int], np.ndarray, int] | None = None
 
     @property
     def space(self) -> str:
@@ -347,13 +349,23 @@ class CollectionMap:
             time.sleep(0.05)
 
     def _ids(self) -> tuple[np.ndarray, int]:
+        """The images on the map (a seeded sample beyond ``max_points``) and how many
+        there are in all. Listing them is O(N) (1M images: about a second), so the
+        answer is kept until the index's set of images changes."""
+        generation = self.index.generation()
+        with self._lock:
+            if self._sample is not None and self._sample[0] == generation:
+                return self._sample[1], self._sample[2]
         store = self.index.stores[self.space]
         ids = np.sort(store.visible_owners())
         total = len(ids)
         if total > self.max_points:
             rng = np.random.default_rng(self.seed)
             ids = np.sort(rng.choice(ids, self.max_points, replace=False))
-        return ids.astype(np.int64), total
+        ids = ids.astype(np.int64)
+        with self._lock:
+            self._sample = (generation, ids, total)
+        return ids, total
 
     def _key(self, ids: np.ndarray) -> str:
         digest = hashlib.blake2b(digest_size=12)

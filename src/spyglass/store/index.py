@@ -66,6 +66,8 @@ class Index:
         self._lock_handle = lock_handle
         self._dead: set[int] = set()
         self._state_lock = threading.RLock()
+        #: Times images died or came back (see ``generation``).
+        self._alive_changes = 0
         #: How spaces are searched (exact / approximate); stores opened later use it too.
         self.vector_search: VectorSearchSettings | None = None
 
@@ -254,6 +256,8 @@ class Index:
 
     def _apply_alive(self, died: set[int], revived: set[int]) -> None:
         self._dead = (self._dead | died) - revived
+        if died or revived:
+            self._alive_changes += 1
         for store in list(self.stores.values()):
             if died:
                 store.set_hidden(died, True)
@@ -284,6 +288,14 @@ class Index:
             self.stores = stores
             dead = set(self.catalogue.dead_image_ids())
             self._apply_alive(dead - self._dead, self._dead - dead)
+
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever the set of images that can be found changes (rows are only
+        ever appended, and deaths and revivals are counted): lets a reader keep what it
+        derived from that set (the map's sample) until then. O(1)."""
+        with self._state_lock:
+            store = self.stores.get(self.info.image_space)
+            return (len(store) if store is not None else 0, self._alive_changes)
 
     def count(self) -> int:
         """Images (distinct contents) that can be found: rows of the image space (one per
