@@ -78,8 +78,17 @@ class IngestSettings:
     batch_size: int = 32
     #: Images per durable commit; a crash loses at most this much work.
     commit_every: int = 256
-    #: Threads that read, hash and decode files while the encoder runs.
+    #: Threads that read, hash and decode files while the encoder runs (with
+    #: ``decode_in="processes"``: worker processes that decode, and as many threads that
+    #: read).
     decode_workers: int = 2
+    #: Where files are decoded and preprocessed: ``threads`` of this process, or worker
+    #: ``processes`` (only for encoders whose preprocessing a process can import; others
+    #: use threads). Threads measured as fast on 2 cores (docs/ingest.md).
+    decode_in: Literal["threads", "processes"] = "threads"
+    #: Full batches decoded ahead of the encoder: while it embeds one batch, this many
+    #: more are being decoded (0: the next batch starts once this one is embedded).
+    decode_ahead_batches: int = 1
     #: Images declaring more pixels than this are refused before decoding (bomb guard).
     max_pixels: int = 150_000_000
     #: Files larger than this are refused without being read.
@@ -120,10 +129,14 @@ class VectorSearchSettings:
     #: times as many with 4-bit PQ codes, whose order is rougher). With 8-bit codes at
     #: 1M rows, 25, 50 and 100 gave the same Recall@10; each 50 more cost about 0.2 ms.
     rescore: int = 50
-    #: Bytes of memory the approximate index's codes may take (``None``: no limit).
-    #: 8-bit scalar codes (``dims`` bytes a row) when they fit; else the largest 4-bit
-    #: product codes that do (``dims / 4`` down to ``dims / 32`` bytes a row), whose
-    #: candidates are rougher and lean more on the exact re-scoring.
+    #: Bytes of memory a space's search structure may take (``None``: no limit). It
+    #: picks the index: with ``auto``, a space whose exact store's float32 copy
+    #: (rows x dims x 4 bytes) would not fit is searched approximately even below
+    #: ``approximate_from_rows``; the approximate index gets 8-bit scalar codes
+    #: (``dims`` + 8 bytes a row) when they fit, else the largest 4-bit product codes
+    #: that do (``dims / 4`` down to ``dims / 32`` bytes a row, + 8), whose candidates
+    #: are rougher and lean more on the exact re-scoring. A budget that not even those
+    #: fit fails the build with the size needed; the space is searched exactly then.
     memory_budget: int | None = None
     #: Codes to use whatever the budget: ``"SQ8"`` or ``"PQ{m}x4fs"`` (FAISS names);
     #: ``None`` lets ``memory_budget`` choose.
@@ -137,3 +150,58 @@ class VectorSearchSettings:
     #: Train and save on a thread while searches use the previous index (or exact
     #: search); ``False`` does it inside the flush that calls for it (tests).
     build_in_background: bool = True
+
+    def wants_approximate(self, rows: int, dims: int) -> bool:
+        """Whether a space of ``rows`` x ``dims`` is to be searched approximately."""
+        if self.kind != "auto" or rows == 0:
+            return self.kind == "approximate" and rows > 0
+        exact_bytes = rows * dims * 4
+        over_budget = self.memory_budget is not None and exact_bytes > self.memory_budget
+        return rows >= self.approximate_from_rows or over_budget
+
+
+def format_bytes(count: float) -> str:
+    """``1.5 GiB``, ``520 MiB``, ``2.2 KiB``, ``900 B``: sizes in messages."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            value = count / size
+            return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+    return f"{count:.0f} B"
+
+
+#: Units ``parse_bytes`` takes; bare K, M, G, T are binary, as ``ls -h`` shows sizes.
+_UNITS = {
+    "": 2**20,
+    "b": 1,
+    "k": 2**10,
+    "kib": 2**10,
+    "kb": 10**3,
+    "m": 2**20,
+    "mib": 2**20,
+    "mb": 10**6,
+    "g": 2**30,
+    "gib": 2**30,
+    "gb": 10**9,
+    "t": 2**40,
+    "tib": 2**40,
+    "tb": 10**12,
+}
+
+
+def parse_bytes(text: str) -> int:
+    """``"4GiB"`` -> 4294967296: a size with a unit (B, KiB, MiB, GiB, TiB; KB, MB,
+    GB, TB in powers of ten; K, M, G, T binary), or a plain number of MiB. Raises
+    ``ValueError`` for anything else, or a size that is not positive."""
+    cleaned = text.strip().lower().replace(" ", "").replace("_", "")
+    number = cleaned.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = cleaned[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a size such as 4GiB or 512MiB") from None
+    if unit not in _UNITS:
+        raise ValueError(f"{text!r} has an unknown unit: use B, KiB, MiB, GiB or TiB")
+    size = int(value * _UNITS[unit])
+    if size <= 0:
+        raise ValueError(f"{text!r} is not a positive size")
+    return size

@@ -20,7 +20,7 @@ from spyglass.bench.search import SPACE, VectorMixture, write_space
 from spyglass.errors import IndexProblem
 from spyglass.settings import VectorSearchSettings
 from spyglass.store import ivf
-from spyglass.store.factory import open_vector_store
+from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.ivf import IvfVectorStore, choose_layout, exact_top
 from spyglass.store.local import LocalVectorStore
 
@@ -298,3 +298,196 @@ def test_a_writer_builds_the_index_of_rows_indexed_before_there_was_one(tmp_path
     writer.maintain()
     assert writer.describe().kind == "approximate"
     assert record(tmp_path)["rows"] == 3000
+
+
+# -- failed builds ------------------------------------------------------------------------
+
+
+def test_a_failed_save_is_told_once_and_the_space_stays_searchable_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A full disk while FAISS writes the index (FAISS says only that the write failed):
+    the rows are durable, searches are exact, the failure is raised once by
+    wait_for_index with the disk named, this writer does not try again at every flush,
+    and the next writer builds the index."""
+    import shutil
+
+    import faiss
+
+    def full_disk(index: object, path: str) -> None:
+        raise RuntimeError("Error in FileIOWriter: write failed")
+
+    monkeypatch.setattr(faiss, "write_index", full_disk)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1, 1, 0))
+    trained = []
+    train = ivf.train_ivf
+    monkeypatch.setattr(ivf, "train_ivf", lambda *a, **k: trained.append(1) or train(*a, **k))
+    store, vectors = written(tmp_path, 3000)  # builds inside the flush, which succeeds
+    assert len(store) == 3000 and not (tmp_path / "joint.ivf").exists()
+    assert not (tmp_path / "joint.ivf.tmp").exists()
+    method = store.describe()
+    assert method.kind == "exact" and "not built: the disk holding" in method.summary
+    exact = LocalVectorStore(tmp_path, "joint", 32, 3000).search(vectors[:20], 10)
+    got = store.search(vectors[:20], 10)
+    np.testing.assert_array_equal(got.owners, exact.owners)
+    with pytest.raises(ivf.ApproximateIndexFailed, match=r"disk holding .* is full") as failed:
+        store.wait_for_index()
+    assert "\n" not in str(failed.value) and "'joint'" in str(failed.value)
+    store.wait_for_index()  # told once
+    store.add(np.arange(3000, 3500), unit_rows(np.random.default_rng(11), 500))
+    store.flush()
+    assert trained == [1]  # not again in this process
+    monkeypatch.undo()
+    again = IvfVectorStore(tmp_path, "joint", 32, 3500, writer=True, settings=NOW)
+    again.maintain()
+    assert again.describe().kind == "approximate" and record(tmp_path)["rows"] == 3500
+
+
+def test_running_out_of_memory_while_building_is_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def out_of_memory(*args: object, **kwargs: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(ivf, "train_ivf", out_of_memory)
+    store, _ = written(tmp_path, 3000, settings=replace(NOW, build_in_background=True))
+    failure = finish_building([store])
+    assert isinstance(failure, ivf.ApproximateIndexFailed)
+    assert "'joint' was not built: out of memory" in str(failure)
+    assert finish_building([store]) is None  # told once; not built again in this process
+
+
+def test_a_budget_too_small_for_any_layout_is_told_with_the_size_needed(tmp_path: Path):
+    store = IvfVectorStore(
+        tmp_path, "joint", 32, 0, writer=True, settings=replace(NOW, memory_budget=1000)
+    )
+    store.add(np.arange(3000), unit_rows(np.random.default_rng(12), 3000))
+    store.flush()
+    failure = finish_building([store])
+    assert "a memory budget of 1000 B cannot hold an approximate index of 3,000 rows" in str(
+        failure
+    )
+    assert "it needs at least 38 KiB" in str(failure)  # 9 bytes a row (PQ2x4fs) + centroids
+
+
+# -- the memory budget --------------------------------------------------------------------
+
+
+def test_a_memory_budget_makes_spaces_approximate_once_their_float32_rows_exceed_it(
+    tmp_path: Path,
+):
+    (tmp_path / "joint.f16").write_bytes(bytes(1000 * 8 * 2))
+    (tmp_path / "joint.ids").write_bytes(np.arange(1000, dtype=np.int64).tobytes())
+    fits = VectorSearchSettings(memory_budget=1000 * 8 * 4)
+    assert type(open_vector_store(tmp_path, "joint", 8, 1000, settings=fits)) is LocalVectorStore
+    tight = VectorSearchSettings(memory_budget=1000 * 8 * 4 - 1)
+    assert isinstance(open_vector_store(tmp_path, "joint", 8, 1000, settings=tight), IvfVectorStore)
+    assert not VectorSearchSettings(kind="exact", memory_budget=1).wants_approximate(10, 8)
+
+
+def test_a_budget_given_later_retrains_the_index_to_fit_it(tmp_path: Path):
+    written(tmp_path, 3000)
+    assert record(tmp_path)["layout"].endswith("SQ8")
+    budget = 3000 * (32 + 8)  # below what the 8-bit codes take
+    writer = IvfVectorStore(
+        tmp_path, "joint", 32, 3000, writer=True, settings=replace(NOW, memory_budget=budget)
+    )
+    writer.maintain()
+    assert record(tmp_path)["layout"].endswith("x4fs")
+    assert ivf.IvfLayout.parse(record(tmp_path)["layout"]).memory(3000, 32) <= budget
+
+
+# -- many lists ---------------------------------------------------------------------------
+
+
+def test_many_rows_find_their_list_through_groups_as_well_as_flat(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """From ``_GROUPED_FROM_LISTS`` lists on, added rows are assigned through groups of
+    lists (FAISS's flat assignment would take an hour at 10M rows): the rows land in
+    their nearest list or one nearly as near, and recall is that of the flat
+    assignment."""
+    rows = np.vstack(list(VectorMixture.synthetic(32, clusters=50, seed=3).chunks(20_000, 3)))
+    layout = ivf.IvfLayout(256, "SQ8")
+    flat = ivf.train_ivf(rows, layout)
+    grouped = ivf.train_ivf(rows, layout)
+    ivf._add_rows(flat, rows, 0, len(rows))
+    monkeypatch.setattr(ivf, "_GROUPED_FROM_LISTS", 256)
+    calls = []
+    assign = ivf.GroupAssigner.__call__
+    monkeypatch.setattr(ivf.GroupAssigner, "__call__", lambda s, x: calls.append(1) or assign(s, x))
+    ivf._add_rows(grouped, rows, 0, len(rows))
+    assert calls  # the groups were used
+    centroids = grouped.quantizer.reconstruct_n(0, 256)
+    nearest = np.argmax(rows[:2000] @ centroids.T, axis=1)
+    found = ivf.GroupAssigner(centroids)(rows[:2000])
+    assert np.mean(found == nearest) > 0.95
+    lost = (rows[:2000] * centroids[nearest]).sum(1) - (rows[:2000] * centroids[found]).sum(1)
+    assert lost.mean() < 0.005 and np.percentile(lost, 99) < 0.05  # when not the nearest
+    want = ivf.measure_recall(flat, rows, 50, nprobes=(8, 16))
+    got = ivf.measure_recall(grouped, rows, 50, nprobes=(8, 16))
+    for nprobe, recall in want.items():
+        assert got[nprobe] >= recall - 0.02
+
+
+def test_the_failures_of_several_spaces_are_one_line():
+    failure = ivf.ApproximateIndexFailed.of_all(
+        [
+            ivf.ApproximateIndexFailed({"image": "out of memory"}),
+            ivf.ApproximateIndexFailed({"joint": "a full disk"}),
+        ]
+    )
+    assert str(failure) == (
+        "the approximate indexes were not built (space 'image': out of memory; space "
+        "'joint': a full disk); their rows are searched exactly until a later run builds them"
+    )
+
+
+def test_without_an_index_rows_too_large_for_memory_are_read_from_the_float16_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A budget that neither the float32 copy of the exact store nor any index fits (at
+    10M x 512 the copy alone is 20 GB): searches stay exact, reading the float16 rows,
+    hidden owners and owners with several rows included."""
+    rng = np.random.default_rng(13)
+    vectors = unit_rows(rng, 3000)
+    owners = np.repeat(np.arange(1000), 3)  # three rows (crops) per owner
+    store = IvfVectorStore(
+        tmp_path, "joint", 32, 0, writer=True, settings=replace(NOW, memory_budget=1000)
+    )
+    store.add(owners, vectors)
+    store.flush()
+    assert finish_building([store]) is not None  # no index fits 1000 bytes
+    store.set_hidden([5, 6])
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("the float32 copy must not be made")
+
+    monkeypatch.setattr(LocalVectorStore, "_index", refuse)
+    assert "float16 file" in store.describe().summary
+    queries = vectors[[15, 18, 300, 2999]]
+    got = store.search(queries, 10)
+    scores = queries @ vectors.T
+    for i, row in enumerate(scores):
+        best = {}
+        for r in np.argsort(-row):
+            if owners[r] not in (5, 6):
+                best.setdefault(int(owners[r]), float(row[r]))
+        want = sorted(best.items(), key=lambda item: (-item[1], item[0]))[:10]
+        assert [owner for owner, _ in got.row(i)] == [owner for owner, _ in want]
+        np.testing.assert_allclose([s for _, s in got.row(i)], [s for _, s in want], atol=1e-5)
+
+
+def test_re_scored_rows_are_read_not_memory_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Mapped, every row re-scored brought a page-cache folio into the process (a 10M
+    index looked 12 GB resident); read with pread, what is resident is the index."""
+    _, vectors = written(tmp_path, 3000)
+    reader = IvfVectorStore(tmp_path, "joint", 32, 3000, settings=NOW)
+    reader.search(vectors[:1], 10)  # opened
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("re-scoring must not map the rows")
+
+    monkeypatch.setattr(ivf.np, "memmap", refuse)
+    got = reader.search(vectors[:20], 10)
+    assert got.owners[:, 0].tolist() == list(range(20))

@@ -30,7 +30,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,9 @@ from typing import Any
 import click
 import numpy as np
 
+from spyglass.cli.options import ByteSize
 from spyglass.settings import VectorSearchSettings
-from spyglass.store.ivf import IvfVectorStore, exact_top
+from spyglass.store.ivf import IvfVectorStore, available_memory, exact_top
 from spyglass.store.local import LocalVectorStore
 
 #: Space name of the benchmark's vectors in its index folder.
@@ -163,17 +164,19 @@ def build_approximate(folder: Path, dims: int, rows: int, settings: VectorSearch
 def rss_mb() -> dict[str, float]:
     """Resident memory of this process now, in MiB: ``rss_mb`` in all, and of it
     ``rss_file_mb`` pages of mapped files (the page cache, shared and reclaimable) and
-    ``rss_anon_mb`` the process's own. Linux; elsewhere only the peak is known."""
+    ``rss_anon_mb`` the process's own; ``rss_peak_mb`` the most it ever held (VmHWM,
+    mapped pages included). Linux; elsewhere only the peak is known."""
     try:
         fields = {
             line.split(":")[0]: int(line.split()[1]) / 1024
             for line in Path("/proc/self/status").read_text().splitlines()
-            if line.startswith(("VmRSS:", "RssAnon:", "RssFile:"))
+            if line.startswith(("VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"))
         }
         return {
             "rss_mb": fields["VmRSS"],
             "rss_anon_mb": fields["RssAnon"],
             "rss_file_mb": fields["RssFile"],
+            "rss_peak_mb": fields["VmHWM"],
         }
     except (OSError, KeyError):
         pass
@@ -243,14 +246,15 @@ def measure(
 
     top(queries[:1], 10)  # the first search pays for loading or mapping: part of opening
     figures: dict[str, Any] = {"open_ms": (time.perf_counter() - started) * 1000}
-    for k in (10, 100):
+    # The first pass meets the index's pages unmapped (at 10M, 5 GB of lists, some not
+    # even in the page cache): timed apart as "cold", then both k timed again.
+    for k, suffix in ((10, "_cold"), (10, ""), (100, "_k100")):
         samples = []
         for i in range(min(single_queries, len(queries))):
             began = time.perf_counter()
             top(queries[i : i + 1], k)
             samples.append(time.perf_counter() - began)
         ms = np.array(samples) * 1000
-        suffix = "" if k == 10 else "_k100"
         figures[f"p50_ms{suffix}"] = float(np.percentile(ms, 50))
         figures[f"p99_ms{suffix}"] = float(np.percentile(ms, 99))
     # The exact baselines answer only as many batches as cover their single queries: at
@@ -297,12 +301,27 @@ def run(
     folder: Path,
     seed: int,
     baselines: bool = True,
+    reuse_index: bool = False,
+    say: Callable[[str], None] = lambda line: None,
 ) -> dict[str, Any]:
-    """The whole benchmark over ``folder`` (written if it holds no space yet)."""
+    """The whole benchmark over ``folder`` (written if it holds no space yet); ``say``
+    is told each step as it starts (a 10M run takes the better part of an hour)."""
     written = folder / f"{SPACE}.f16"
     reuse = written.exists() and written.stat().st_size == rows * dims * 2
+    if not reuse:
+        say(f"writing {rows:,} vectors to {folder}")
     write_s = None if reuse else write_space(folder, mixture, rows, seed)
-    build_s = build_approximate(folder, dims, rows, settings)
+    saved = folder / f"{SPACE}.ivf.json"
+    build_s: float | None = None
+    build_peak = None
+    if reuse and reuse_index and saved.exists() and json.loads(saved.read_text())["rows"] == rows:
+        say(f"using the index saved in {folder}")
+    else:
+        say("building the approximate index")
+        build_s = build_approximate(folder, dims, rows, settings)
+        build_peak = rss_mb().get("rss_peak_mb")
+        say(f"built in {build_s:.0f} s")
+    say(f"exact top 10 of {queries} queries")
     asked = mixture.sample(queries, np.random.default_rng(seed + 1_000_003))
     matrix = np.memmap(written, dtype=np.float16, mode="r", shape=(rows, dims))
     truth = exact_top(asked, matrix, 10)
@@ -314,6 +333,8 @@ def run(
         "baseline_queries": baseline_queries,
         "write_s": write_s,
         "build_s": build_s,
+        # Of the benchmark's process, which built the index: mapped rows read included.
+        "build_rss_peak_mb": build_peak,
     }
     methods = {}
     skipped = {}
@@ -325,16 +346,20 @@ def run(
     ):
         if method != "spyglass" and not baselines:
             continue
-        needed, available = rows * dims * 4, _available_memory()
+        needed, available = rows * dims * 4, available_memory()
         if method != "spyglass" and available is not None and needed > available // 2:
             # The exact baselines hold every row as float32: at 10M x 512 that is 20 GB,
             # which is the problem the approximate store exists to solve.
             skipped[method] = (
-                f"needs {needed / 2**30:.1f} GiB of float32 rows; "
+                f"needs {needed / 2**30:.1f} GiB of float32 rows, more than half of the "
                 f"{available / 2**30:.1f} GiB available"
             )
             continue
+        say(f"measuring {method}")
+        load_before = _load_average()
         figures = measure_apart(method, str(folder), dims, rows, asked, single, settings)
+        # Latency on a shared machine depends on what else runs: kept with the figures.
+        figures["load_average"] = [load_before, _load_average()]
         found = np.asarray(figures.pop("top10"))
         figures["recall_at_10"] = recall_at_10(found, truth[: len(found)])
         methods[method] = figures
@@ -354,11 +379,11 @@ def run(
     return results
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available now (Linux), or None if unknown."""
+def _load_average() -> float | None:
+    """The 1-minute load average (runnable processes), or None where unknown."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
+        return round(os.getloadavg()[0], 2)
+    except OSError:
         return None
 
 
@@ -382,8 +407,10 @@ def _print(results: dict[str, Any]) -> None:
     keys = [
         "build_s",
         "open_ms",
+        "p50_ms_cold",
         "rss_mb",
         "rss_anon_mb",
+        "rss_peak_mb",
         "p50_ms",
         "p99_ms",
         "p50_ms_k100",
@@ -428,9 +455,10 @@ def _print(results: dict[str, Any]) -> None:
 @click.option("--codes", default=None, help="FAISS codes: SQ8 or PQ{m}x4fs (default: by budget).")
 @click.option(
     "--memory-budget",
-    type=float,
+    type=ByteSize(),
     default=None,
-    help="MiB the index's codes may take (picks 8-bit or 4-bit PQ codes).",
+    help="Memory the index may take, e.g. 600MiB or 4GiB; a plain number is MiB (picks "
+    "8-bit or 4-bit PQ codes).",
 )
 @click.option(
     "--folder",
@@ -444,9 +472,29 @@ def _print(results: dict[str, Any]) -> None:
     show_default=True,
     help="Also time the exact baselines (skipped anyway when their rows do not fit in RAM).",
 )
+@click.option(
+    "--reuse-index",
+    is_flag=True,
+    help="With --folder: measure the index a previous run saved there, if it covers the "
+    "same rows, instead of building it again (build_s is then null).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
+@click.option(
+    "--from-json",
+    "earlier",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Results of earlier runs (--out files) to plot; with it, nothing is run. Repeatable.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Draw p50 latency and Recall@10 against the number of vectors into this PNG, "
+    "one point per result (this run's, or those of --from-json).",
+)
 def command(
     rows: int,
     dims: int,
@@ -456,14 +504,22 @@ def command(
     seed_index: Path | None,
     nprobe: int | None,
     codes: str | None,
-    memory_budget: float | None,
+    memory_budget: int | None,
     folder: Path | None,
     baselines: bool,
+    reuse_index: bool,
     seed: int,
     as_json: bool,
     out: str | None,
+    earlier: tuple[Path, ...],
+    plot: Path | None,
 ) -> None:
     """Approximate search against exact baselines: speed, memory, Recall@10."""
+    if earlier:
+        if plot is None:
+            raise click.UsageError("--from-json only draws a plot: give --plot FILE")
+        plot_against_size([json.loads(path.read_text()) for path in earlier], plot)
+        return
     if seed_index is not None:
         mixture = seeded_mixture(seed_index, dims, clusters, seed)
         dims = mixture.dims
@@ -473,7 +529,7 @@ def command(
         VectorSearchSettings(kind="approximate", build_in_background=False),
         nprobe=nprobe,
         codes=codes,
-        memory_budget=None if memory_budget is None else int(memory_budget * 2**20),
+        memory_budget=memory_budget,
     )
     scratch = None
     if folder is None:
@@ -491,6 +547,8 @@ def command(
             folder=folder,
             seed=seed,
             baselines=baselines,
+            reuse_index=reuse_index,
+            say=lambda line: click.echo(f"{time.strftime('%H:%M:%S')} {line}", err=True),
         )
     finally:
         if scratch is not None:
@@ -501,3 +559,56 @@ def command(
         _print(results)
     if out:
         Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    if plot is not None:
+        plot_against_size([results], plot)
+
+
+def plot_against_size(results: list[dict[str, Any]], path: Path) -> None:
+    """Single-query p50 and p99 (k = 10) and Recall@10 of the approximate store against
+    the number of vectors, one point per result (as ``run`` returns them), with the
+    exact store's p50 where it was measured; a PNG at ``path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    results = sorted(results, key=lambda r: r["vectors"])
+    sizes = [r["vectors"] for r in results]
+    figure, (latency, recall) = plt.subplots(1, 2, figsize=(10, 3.8))
+    latency.plot(sizes, [r["p50_ms"] for r in results], "o-", label="spyglass p50")
+    latency.plot(sizes, [r["p99_ms"] for r in results], "o--", alpha=0.6, label="spyglass p99")
+    cold = [(r["vectors"], r["p50_ms_cold"]) for r in results if r.get("p50_ms_cold")]
+    if cold:  # runs since the first pass is timed apart (older ones timed only it)
+        latency.plot(*zip(*cold, strict=True), "x", color="C0", label="p50, first pass")
+    exact = [
+        (r["vectors"], r["baselines"]["faiss_flat"]["p50_ms"])
+        for r in results
+        if "faiss_flat" in r.get("baselines", {})
+    ]
+    if exact:
+        latency.plot(*zip(*exact, strict=True), "s:", color="grey", label="exact store p50")
+    latency.set(xscale="log", yscale="log", xlabel="vectors", ylabel="ms per query (k = 10)")
+    latency.legend()
+    recall.plot(sizes, [r["recall_at_10"] for r in results], "o-")
+    recall.axhline(0.95, color="grey", linestyle=":", label="goal 0.95")
+    recall.set(xscale="log", xlabel="vectors", ylabel="Recall@10 against exact", ylim=(0.9, 1.0))
+    recall.legend()
+    dims = sorted({r["dim"] for r in results})
+    cores = sorted({int(r["cpu_count"]) for r in results if r.get("cpu_count")})
+    figure.suptitle(
+        f"spyglass bench search: {', '.join(map(str, dims))}-d vectors, "
+        f"{', '.join(map(str, cores))} cores"
+    )
+    for result in results:
+        load = result.get("load_average") or [None]
+        loaded = f" (load {max(v for v in load if v is not None):.0f})" if any(load) else ""
+        latency.annotate(
+            f"{result['p50_ms']:.1f} ms{loaded}",
+            (result["vectors"], result["p50_ms"]),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

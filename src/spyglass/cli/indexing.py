@@ -7,10 +7,18 @@ from dataclasses import replace
 
 import click
 
-from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
+from spyglass.cli.options import (
+    device_option,
+    index_option,
+    memory_budget_option,
+    model_option,
+    runtime_settings,
+    vector_search_settings,
+)
 from spyglass.engine import Spyglass, check_paths_to_index
 from spyglass.ingest.pipeline import IngestProgress, IngestReport
 from spyglass.settings import IngestSettings
+from spyglass.store.factory import finish_building
 
 
 class ProgressBar:
@@ -99,6 +107,7 @@ def summary(report: IngestReport) -> str:
     help="Also embed a GxG grid of overlapping crops per image so small objects can be "
     "found (costs 1+G*G embeddings per image; fixed when the index is created).",
 )
+@memory_budget_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_command(
@@ -110,6 +119,7 @@ def index_command(
     workers: int | None,
     commit_every: int | None,
     crops: int | None,
+    memory_budget: int | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -131,6 +141,7 @@ def index_command(
         model=model,
         writable=True,
         ingest_settings=settings,
+        vector_search=vector_search_settings(memory_budget),
     )
     with engine:
         with ProgressBar(quiet or as_json) as bar:
@@ -139,6 +150,12 @@ def index_command(
         # leave the index, and a scheduled run should not fail for it.
         for path in engine.paths_without_images(list(paths)):
             click.echo(f"warning: no images found in {path}", err=True)
+        # Waited for here, not only when the index closes, so that a failed build of the
+        # approximate index (a full disk, a budget too small) is told, not lost.
+        failure = finish_building(
+            engine.index.stores.values(),
+            waiting=None if quiet or as_json else lambda line: click.echo(line, err=True),
+        )
     if as_json:
         click.echo(
             json.dumps(
@@ -154,14 +171,19 @@ def index_command(
                 }
             )
         )
-        return
-    click.echo(summary(report))
-    if report.skipped:
-        click.echo(f"skipped files are listed by: spyglass info --index {index_dir}")
+    else:
+        click.echo(summary(report))
+        if report.skipped:
+            click.echo(f"skipped files are listed by: spyglass info --index {index_dir}")
+    # The images are indexed either way; the exit status says the search index is not
+    # what was asked for (the CLI turns the error into one line and status 3).
+    if failure is not None:
+        raise failure
 
 
 @click.command("info")
 @index_option
+@memory_budget_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option(
     "--skipped",
@@ -171,12 +193,15 @@ def index_command(
     show_default=True,
     help="How many skipped files to list.",
 )
-def info_command(index_dir: str, as_json: bool, skipped_limit: int) -> None:
-    """Show what an index holds: counts, model, folders, skipped files."""
+def info_command(
+    index_dir: str, memory_budget: int | None, as_json: bool, skipped_limit: int
+) -> None:
+    """Show what an index holds: counts, model, folders, skipped files, and how each
+    space is searched."""
     from spyglass.store.index import Index
 
     # info needs no model: read the catalogue only.
-    with Index.open(index_dir) as index:
+    with Index.open(index_dir, vector_search=vector_search_settings(memory_budget)) as index:
         status = Spyglass.status_of(index, skipped_limit=skipped_limit)
     if as_json:
         click.echo(json.dumps(status.to_json(), indent=2))

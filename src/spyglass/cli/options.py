@@ -9,7 +9,12 @@ from typing import Any, TypeVar
 
 import click
 
-from spyglass.settings import RuntimeSettings, default_index_folder
+from spyglass.settings import (
+    RuntimeSettings,
+    VectorSearchSettings,
+    default_index_folder,
+    parse_bytes,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +49,41 @@ def device_option(function: F) -> F:
         default=None,
         help="Where models run (default: auto, or SPYGLASS_DEVICE).",
     )(function)
+
+
+class ByteSize(click.ParamType):
+    """A size such as ``4GiB``, ``512MiB``, ``1.5G`` or ``800`` (MiB), as bytes."""
+
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_bytes(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+
+
+def memory_budget_option(function: F) -> F:
+    return click.option(
+        "--memory-budget",
+        type=ByteSize(),
+        envvar="SPYGLASS_MEMORY_BUDGET",
+        default=None,
+        help="Memory a space's search index may take, e.g. 4GiB or 512MiB (a plain "
+        "number is MiB; KiB/MiB/GiB/TiB are binary, KB/MB/GB/TB decimal; or set "
+        "SPYGLASS_MEMORY_BUDGET). It picks the index: exact while every vector fits as "
+        "float32, else approximate with 8-bit codes, or 4-bit codes where those do not "
+        "fit. Default: no limit (exact below 100,000 images, 8-bit codes above).",
+    )(function)
+
+
+def vector_search_settings(memory_budget: int | None) -> VectorSearchSettings | None:
+    """How vectors are searched, from the command line (``None``: the defaults)."""
+    if memory_budget is None:
+        return None
+    return VectorSearchSettings(memory_budget=memory_budget)
 
 
 def runtime_settings(device: str | None = None, quiet: bool = False) -> RuntimeSettings:

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from spyglass.cli.options import device_option, index_option, model_option, runtime_settings
+from spyglass.cli.options import (
+    device_option,
+    index_option,
+    memory_budget_option,
+    model_option,
+    runtime_settings,
+    vector_search_settings,
+)
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery, UnknownImageId
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
@@ -150,6 +157,7 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
 )
 @model_option
 @device_option
+@memory_budget_option
 def search_command(
     text: tuple[str, ...],
     index_dir: str,
@@ -169,6 +177,7 @@ def search_command(
     paths_only: bool,
     model: str | None,
     device: str | None,
+    memory_budget: int | None,
 ) -> None:
     """Search by TEXT, by --image, or both.
 
@@ -183,7 +192,12 @@ def search_command(
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
-    with Spyglass.open(index_dir, runtime=runtime_settings(device), model=model) as engine:
+    with Spyglass.open(
+        index_dir,
+        runtime=runtime_settings(device),
+        model=model,
+        vector_search=vector_search_settings(memory_budget),
+    ) as engine:
         query = Query(
             tuple(terms),
             k=k,

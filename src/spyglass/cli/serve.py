@@ -9,7 +9,13 @@ from dataclasses import replace
 import click
 from click.core import ParameterSource
 
-from spyglass.cli.options import device_option, index_option, runtime_settings
+from spyglass.cli.options import (
+    device_option,
+    index_option,
+    memory_budget_option,
+    runtime_settings,
+    vector_search_settings,
+)
 from spyglass.errors import CannotServe, MissingDependency
 
 
@@ -134,6 +140,7 @@ def read_token_file(path: str, ctx: click.Context) -> str:
     "re-ranking), which always keep one; the others queue.",
 )
 @device_option
+@memory_budget_option
 def serve_command(
     index_dir: str,
     host: str,
@@ -149,6 +156,7 @@ def serve_command(
     max_connections: int,
     cores: int | None,
     device: str | None,
+    memory_budget: int | None,
 ) -> None:
     """Serve the search page and the JSON API (OpenAPI at /openapi.json)."""
     try:
@@ -198,7 +206,11 @@ def serve_command(
             body_timeout=body_timeout,
             cores=cores,
         )
-        with Spyglass.open(index_dir, runtime=replace(runtime, threads=threads)) as engine:
+        with Spyglass.open(
+            index_dir,
+            runtime=replace(runtime, threads=threads),
+            vector_search=vector_search_settings(memory_budget),
+        ) as engine:
             app = create_app(engine, settings)
             shown = f"[{host}]" if ":" in host else host
             count = engine.index.count()

@@ -11,7 +11,7 @@ derived index, rebuilt from the rows whenever it is missing or stale::
                        Recall@10 measured at each nprobe when it was built
 
 A search probes ``nprobe`` clusters, takes the ``rescore`` best candidates by their
-compressed codes, reads those rows from the memory-mapped float16 file and ranks them by
+compressed codes, reads those rows from the float16 file (``pread``) and ranks them by
 their exact inner product (ties by owner id), so that the scores are exact and only the
 candidate set is approximate. Opening maps the saved index (8-bit codes are memory-mapped
 by FAISS, never copied) and adds only the rows committed since it was saved.
@@ -27,11 +27,13 @@ recall at equal nprobe.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,10 +41,10 @@ from typing import Any
 import numpy as np
 
 from spyglass.errors import IndexProblem
-from spyglass.settings import VectorSearchSettings
+from spyglass.settings import VectorSearchSettings, format_bytes
 from spyglass.store.base import Neighbours, empty_neighbours
 from spyglass.store.failures import storage_error
-from spyglass.store.local import LocalVectorStore, SearchMethod
+from spyglass.store.local import BLAS_FROM_QUERIES, LocalVectorStore, SearchMethod, use_blas_from
 
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
@@ -61,6 +63,57 @@ _RECALL_QUERIES = 200
 _NPROBES = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 #: Below this many queries per call, FAISS searches on the calling thread only.
 _PARALLEL_QUERIES = 16
+#: Centroids of each 4-bit PQ sub-quantiser (training needs at least as many rows).
+_PQ_CENTROIDS = 16
+#: A failed FAISS write with less free disk than this is taken for a full disk.
+_DISK_FULL_BELOW = 64 * 2**20
+#: Most lists an index gets. k-means compares every training row with every centroid,
+#: lists x 32 rows, 10 times: at the 16,384 lists that 4 x sqrt(rows) gives 10M rows,
+#: that is half an hour on the 2-core machine (2,670 rows/s assigned against 16,384
+#: centroids), a quarter of it at 8,192. Cheaper k-means lost recall (200k rows, 2,048
+#: lists, Recall@10 at nprobe 32): two-level (groups first, then lists within each) 0.57
+#: against 0.95, assigning through groups (:class:`GroupAssigner`) 0.87 against 0.95.
+_MAX_LISTS = 8192
+#: From this many lists on, added rows find their list through groups of lists
+#: (:class:`GroupAssigner`) rather than by comparison with every centroid, as FAISS
+#: does: at 8,192 lists over 10M rows that would be over half an hour.
+_GROUPED_FROM_LISTS = 8192
+#: Groups a row's nearest list is looked for in (of about sqrt(lists) groups). With
+#: FAISS's centroids of 2,048 lists over 200k rows, 8 of 45 groups gave the Recall@10 of
+#: FAISS's own assignment at every nprobe (0.948 at 32, as flat); 4 lost 0.02. At 8,192
+#: lists 8 groups assigned 6,600 rows/s against FAISS's 3,000, at 16,384 8,700 against
+#: 1,700 (2 cores, loaded); below 8,192 lists it does not pay.
+_GROUP_PROBES = 8
+#: Fewer rows than this are assigned flat even then: grouping the centroids costs more.
+_FLAT_ASSIGNMENT_BELOW = 2048
+
+
+class ApproximateIndexFailed(IndexProblem):
+    """A space's approximate index could not be built or saved (a full disk, a memory
+    budget too small, out of memory). Nothing is lost: the rows are durable and the
+    space is searched exactly until a later writer builds the index."""
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        """``reasons``: space -> why its index was not built (one line each)."""
+        if len(reasons) == 1:
+            ((space, reason),) = reasons.items()
+            message = (
+                f"the approximate index of space {space!r} was not built: {reason}; its "
+                "rows are searched exactly until a later run builds it"
+            )
+        else:
+            told = "; ".join(f"space {space!r}: {why}" for space, why in sorted(reasons.items()))
+            message = (
+                f"the approximate indexes were not built ({told}); their rows are "
+                "searched exactly until a later run builds them"
+            )
+        super().__init__(message)
+        self.reasons = dict(reasons)
+
+    @classmethod
+    def of_all(cls, failures: Iterable[ApproximateIndexFailed]) -> ApproximateIndexFailed:
+        """One error (one line) for the failures of several spaces."""
+        return cls({space: why for failure in failures for space, why in failure.reasons.items()})
 
 
 @dataclass(frozen=True)
@@ -84,6 +137,10 @@ class IvfLayout:
             return dims + 8
         return int(self.codes[2:].split("x")[0]) // 2 + 8
 
+    def memory(self, rows: int, dims: int) -> int:
+        """Bytes the index takes over ``rows`` rows: codes, ids and float32 centroids."""
+        return rows * self.bytes_per_row(dims) + self.lists * dims * 4
+
     @property
     def mappable(self) -> bool:
         """Whether FAISS can memory-map the saved lists instead of reading them in."""
@@ -100,17 +157,18 @@ def choose_layout(
 ) -> IvfLayout:
     """Clusters and codes for ``rows`` vectors of ``dims`` dimensions.
 
-    About 4 x sqrt(rows) clusters (a power of two), fewer when there are too few rows to
-    train them; ``codes`` if given, else 8-bit codes when they fit ``memory_budget``
-    bytes, else the largest 4-bit product codes that do. Raises :class:`IndexProblem`
-    when nothing fits.
+    About 4 x sqrt(rows) clusters (a power of two) up to ``_MAX_LISTS``, fewer when
+    there are too few rows to train them; ``codes`` if given, else 8-bit codes when
+    they fit ``memory_budget`` bytes, else the largest 4-bit product codes that do.
+    Raises :class:`IndexProblem` when nothing fits.
     """
     lists = 2 ** round(math.log2(max(1.0, 4 * math.sqrt(max(rows, 1)))))
-    lists = max(1, min(lists, rows // _TRAIN_ROWS_PER_LIST))
-    centroid_bytes = lists * dims * 4
+    lists = max(1, min(lists, _MAX_LISTS, rows // _TRAIN_ROWS_PER_LIST))
     # Fast scan packs two 4-bit codes a byte, so m is even; each code covers dims / m.
     sizes = [m for m in (dims // 2, dims // 4, dims // 8, dims // 16) if m >= 2]
     candidates = ["SQ8"] + [f"PQ{m}x4fs" for m in sizes if dims % m == 0 and m % 2 == 0]
+    if rows < _PQ_CENTROIDS and codes is None:
+        candidates = ["SQ8"]  # FAISS trains 16 centroids per sub-vector, from 16 rows on
     if codes is not None:
         if codes != "SQ8" and codes not in candidates:
             raise IndexProblem(
@@ -121,13 +179,12 @@ def choose_layout(
         return IvfLayout(lists, "SQ8")
     for codes in candidates:
         layout = IvfLayout(lists, codes)
-        if rows * layout.bytes_per_row(dims) + centroid_bytes <= memory_budget:
+        if layout.memory(rows, dims) <= memory_budget:
             return layout
-    smallest = IvfLayout(lists, candidates[-1])
-    needed = rows * smallest.bytes_per_row(dims) + centroid_bytes
+    needed = IvfLayout(lists, candidates[-1]).memory(rows, dims)
     raise IndexProblem(
-        f"a memory budget of {memory_budget / 2**20:.0f} MiB cannot hold an approximate "
-        f"index of {rows:,} rows of {dims} dims: it needs at least {needed / 2**20:.0f} MiB"
+        f"a memory budget of {format_bytes(memory_budget)} cannot hold an approximate "
+        f"index of {rows:,} rows of {dims} dims: it needs at least {format_bytes(needed)}"
     )
 
 
@@ -204,8 +261,12 @@ class IvfVectorStore(LocalVectorStore):
         #: many threads at once, but not while rows are being added.
         self._faiss_lock = threading.Lock()
         self._builder: threading.Thread | None = None
-        self._build_error: BaseException | None = None
-        self._memmap: np.ndarray | None = None
+        #: Why the last build failed, until wait_for_index raises it (once).
+        self._build_error: ApproximateIndexFailed | None = None
+        #: Why a build failed in this process: describe() says so, and the writer does
+        #: not try again until it is reopened (a full disk or a budget too small would
+        #: fail the same way at every flush).
+        self._failure: ApproximateIndexFailed | None = None
         if writer:
             self._discard_stale_files(committed_rows)
 
@@ -269,7 +330,11 @@ class IvfVectorStore(LocalVectorStore):
         try:
             try:
                 faiss.write_index(index, str(written))
-            except RuntimeError as error:  # FAISS reports a failed write without errno
+            except RuntimeError as error:
+                # FAISS reports a failed write without its errno; a full disk is by far
+                # the likeliest cause, and the one a person can fix, so look.
+                if shutil.disk_usage(written.parent).free < _DISK_FULL_BELOW:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from error
                 raise OSError(f"FAISS could not write the index ({error})") from error
             _fsync(written)
             os.replace(written, self._index_path)
@@ -292,25 +357,42 @@ class IvfVectorStore(LocalVectorStore):
         return rows
 
     def _wants_index(self, rows: int) -> bool:
-        if self.settings.kind == "exact" or rows == 0:
+        return self.settings.wants_approximate(rows, self.dims)
+
+    def _fits_settings(self, record: IvfRecord, rows: int) -> bool:
+        """Whether the saved layout is one the settings allow: the codes asked for, and
+        within the memory budget at ``rows`` (a budget given later retrains the index)."""
+        layout = IvfLayout.parse(record.layout)
+        if self.settings.codes is not None and layout.codes != self.settings.codes:
             return False
-        return self.settings.kind == "approximate" or rows >= self.settings.approximate_from_rows
+        budget = self.settings.memory_budget
+        return budget is None or layout.memory(rows, self.dims) <= budget
 
     def maintain(self) -> None:
         """Start what the committed rows call for (writer only): train an index when
         there is none, save it again once ``save_growth`` of its rows are not in the
-        saved file, train it again once the rows have grown by ``retrain_growth``. On a
-        thread with ``settings.build_in_background`` (see :meth:`wait_for_index`).
+        saved file, train it again once the rows have grown by ``retrain_growth`` or
+        when the settings no longer allow its layout (other codes, a memory budget it
+        exceeds). On a thread with ``settings.build_in_background`` (see
+        :meth:`wait_for_index`).
 
         :meth:`flush` calls it; call it after opening a writer to build the index of
-        rows that were indexed before there was one."""
+        rows that were indexed before there was one. After a failed build it does
+        nothing: a full disk or a budget too small would fail again at every flush; the
+        next writer (or :meth:`update_index`) tries again."""
         rows = len(self)
         if not self._writer or not self._wants_index(rows) or self.building:
+            return
+        if self._failure is not None:
             return
         with self._lock:
             loaded = self._loaded
         record = loaded.record if loaded is not None else self._read_record()
-        if record is None or rows >= self.settings.retrain_growth * max(record.trained_rows, 1):
+        if (
+            record is None
+            or rows >= self.settings.retrain_growth * max(record.trained_rows, 1)
+            or not self._fits_settings(record, rows)
+        ):
             self._start_build(rows, retrain=True)
         elif rows - record.rows >= max(1, self.settings.save_growth * record.rows):
             self._start_build(rows, retrain=False)
@@ -323,33 +405,50 @@ class IvfVectorStore(LocalVectorStore):
 
     def update_index(self, *, retrain: bool = False) -> None:
         """Bring the saved index up to date with every committed row, now (writer only):
-        train one if there is none (or ``retrain``), else add the rows it lacks."""
+        train one if there is none (or ``retrain``), else add the rows it lacks. Tries
+        even after a failure; raises :class:`ApproximateIndexFailed` if it fails."""
         if not self._writer:
             raise IndexProblem("this index was opened read-only")
         self.wait_for_index()
+        self._failure = None
         rows = len(self)
         record = self._loaded.record if self._loaded is not None else self._read_record()
-        self._build(rows, retrain=retrain or record is None)
+        try:
+            self._build(rows, retrain=retrain or record is None)
+        except Exception as error:
+            self._failure = self._failed(error)
+            raise self._failure from error
 
     def wait_for_index(self) -> None:
-        """Wait for a background build or save; raises what made it fail, if anything."""
+        """Wait for a background build or save. Raises :class:`ApproximateIndexFailed`
+        if it failed (once per failure: the space is searched exactly meanwhile)."""
         builder = self._builder
         if builder is not None:
             builder.join()
         error, self._build_error = self._build_error, None
-        if isinstance(error, IndexProblem):
-            raise error
         if error is not None:
-            raise IndexProblem(f"building the approximate index failed: {error}") from error
+            raise error
+
+    def _failed(self, error: BaseException) -> ApproximateIndexFailed:
+        """One line saying which index failed, why, and what happens meanwhile."""
+        if isinstance(error, MemoryError):
+            why = "out of memory"
+        elif isinstance(error, OSError):
+            why = str(storage_error(self._index_path, error))
+        else:
+            why = str(error) or type(error).__name__
+        return ApproximateIndexFailed({self.space: why})
 
     def _start_build(self, rows: int, *, retrain: bool) -> None:
         def run() -> None:
             # The index is derived: failing to build it must not fail the flush (the
-            # rows are durable and searched exactly); kept for wait_for_index.
+            # rows are durable and searched exactly); wait_for_index raises it.
             try:
                 self._build(rows, retrain=retrain)
-            except Exception as error:
-                self._build_error = error
+            except Exception as error:  # MemoryError included
+                failure = self._failed(error)
+                failure.__cause__ = error
+                self._failure = self._build_error = failure
 
         if not self.settings.build_in_background:
             run()
@@ -482,11 +581,11 @@ class IvfVectorStore(LocalVectorStore):
                 owners = self.owners()
                 unique_owners = self._one_row_per_owner
                 rows = self._rows
-                if self._memmap is None or len(self._memmap) != rows:
-                    self._memmap = self._rows_matrix(rows)
-                matrix = self._memmap
+                matrix: Any = _RowReader(self._vectors_path, rows, self.dims)
         if loaded is None:
-            return super().search(queries, k)
+            if self._float32_copy_fits():
+                return super().search(queries, k)
+            return self._search_streamed(queries, k)
         result = empty_neighbours(len(queries), k)
         if rows == 0 or k <= 0:
             return result
@@ -514,6 +613,51 @@ class IvfVectorStore(LocalVectorStore):
             nprobe = min(loaded.lists, nprobe * 4)
         return result
 
+    def _float32_copy_fits(self) -> bool:
+        """Whether the exact store's float32 copy of the rows (rows x dims x 4 bytes)
+        fits the memory budget, or with none, half the memory available now."""
+        needed = self._rows * self.dims * 4
+        budget = self.settings.memory_budget
+        if budget is None:
+            available = available_memory()
+            budget = None if available is None else available // 2
+        return budget is None or needed <= budget
+
+    def _search_streamed(self, queries: np.ndarray, k: int) -> Neighbours:
+        """Exact search without an index or a float32 copy: the float16 rows are read
+        chunk by chunk for every call (10M x 512 rows are 10 GB read per query; slow, but
+        what is left when an index could not be built and the rows do not fit)."""
+        with self._lock:
+            rows = self._rows
+            owners = self.owners()
+            unique_owners = self._one_row_per_owner
+            bitmap = self._bitmap()
+            matrix = self._rows_matrix(rows)
+        result = empty_neighbours(len(queries), k)
+        if rows == 0 or k <= 0:
+            return result
+        visible = (
+            None
+            if bitmap is None
+            else np.unpackbits(bitmap, count=rows, bitorder="little").astype(bool)
+        )
+        # Enough rows for k owners even if each owner's rows all come first: the most
+        # rows an owner has (owners are stored in order, so rows of one owner are a run).
+        per_owner = 1
+        if not unique_owners:
+            starts = np.flatnonzero(np.diff(owners, prepend=owners[0] - 1))
+            per_owner = int(np.diff(np.append(starts, rows)).max())
+        found = exact_top(queries, matrix, min(rows, k * per_owner), visible=visible)
+        for i, candidates in enumerate(found):
+            if visible is not None:
+                candidates = candidates[visible[candidates]]
+            best_owners, best_scores = rescore(
+                queries[i], np.sort(candidates), matrix, owners, k, unique_owners=unique_owners
+            )
+            result.owners[i, : len(best_owners)] = best_owners
+            result.scores[i, : len(best_owners)] = best_scores
+        return result
+
     def _candidates(
         self,
         loaded: _LoadedIvf,
@@ -535,6 +679,8 @@ class IvfVectorStore(LocalVectorStore):
         # A handful of queries is faster on one thread than split across OpenMP's; the
         # setting belongs to the calling thread, so it is set where we search.
         faiss.omp_set_num_threads(1 if len(queries) < _PARALLEL_QUERIES else os.cpu_count() or 1)
+        # The coarse quantiser is a flat search over the centroids: same rule as exact.
+        use_blas_from(BLAS_FROM_QUERIES, self.dims)
         with self._faiss_lock:
             _, rows = loaded.index.search(queries, fetch, params=params)
             if loaded.extra is not None and loaded.extra.ntotal:
@@ -549,12 +695,20 @@ class IvfVectorStore(LocalVectorStore):
             rows = self._rows
         if loaded is None:
             exact = super().describe()
+            if not self._float32_copy_fits():
+                exact = SearchMethod(
+                    kind="exact",
+                    rows=rows,
+                    summary=f"exact: every row scored from the float16 file, read for each "
+                    f"search (a float32 copy, {format_bytes(rows * self.dims * 4)}, would not "
+                    f"fit in memory), {rows:,} rows",
+                )
             if self._wants_index(rows):
                 why = (
                     "being built"
                     if self.building
-                    else f"not built: {self._build_error}"
-                    if self._build_error is not None
+                    else f"not built: {self._failure.reasons[self.space]}"
+                    if self._failure is not None
                     else "not built yet"
                 )
                 summary = f"{exact.summary}; the approximate index is {why}"
@@ -579,6 +733,37 @@ class IvfVectorStore(LocalVectorStore):
         return SearchMethod(
             kind="approximate", rows=rows, summary=summary, recall_at_10=recall, nprobe=nprobe
         )
+
+
+class _RowReader:
+    """Rows of the float16 file read with ``pread``, for re-scoring candidates: indexed
+    like the (rows, dims) matrix with sorted row numbers, it returns (n, dims) float16.
+
+    Not memory-mapped on purpose: the kernel maps a whole page-cache folio per fault
+    (measured: 2,000 random 1 KiB rows of the 10 GB 10M x 512 file added 2 GB to the
+    process's resident memory, MADV_RANDOM or not), so re-scoring through a mapping
+    made a 10M index look like 12 GB resident when the index is 5.2 GB. Read, the rows
+    go through the page cache like any file read (50 rows a query; a few microseconds
+    each when cached)."""
+
+    def __init__(self, path: Path, rows: int, dims: int) -> None:
+        self.path, self.rows, self.dims = path, rows, dims
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitem__(self, wanted: np.ndarray) -> np.ndarray:
+        wanted = np.asarray(wanted, np.int64)
+        if not hasattr(os, "pread"):  # Windows: map instead
+            matrix = np.memmap(self.path, np.float16, mode="r", shape=(self.rows, self.dims))
+            return np.asarray(matrix[wanted])
+        width = self.dims * 2
+        handle = os.open(self.path, os.O_RDONLY)
+        try:
+            data = b"".join(os.pread(handle, width, int(row) * width) for row in wanted)
+        finally:
+            os.close(handle)
+        return np.frombuffer(data, np.float16).reshape(len(wanted), self.dims)
 
 
 # -- building blocks, shared with the benchmark ------------------------------------------
@@ -606,18 +791,88 @@ def train_ivf(matrix: np.ndarray, layout: IvfLayout, *, seed: int = 1234) -> Any
     return index
 
 
+class GroupAssigner:
+    """Each row's nearest centroid (inner product) among the centroids of the groups
+    nearest to it: the centroids are grouped by k-means into about sqrt(lists) groups,
+    and a row is compared with the group centres, then with the members of its
+    ``_GROUP_PROBES`` nearest groups (at 8,192 lists in 64 groups, 1,088 comparisons
+    instead of 8,192). A row may land in a cluster nearly as near as its nearest, which
+    the recall measured at build accounts for. ``centroids``: (lists, dims) float32."""
+
+    def __init__(self, centroids: np.ndarray, *, seed: int = 1234) -> None:
+        import faiss
+
+        lists, dims = centroids.shape
+        count = max(1, min(lists, 2 ** round(math.log2(math.sqrt(lists)))))
+        clustering = faiss.Clustering(dims, count)
+        clustering.niter = _KMEANS_ITERATIONS
+        clustering.seed = seed
+        clustering.spherical = True
+        clustering.min_points_per_centroid = 1  # no warning on stderr (see train_ivf)
+        clustering.max_points_per_centroid = lists
+        clustering.train(np.ascontiguousarray(centroids), faiss.IndexFlatIP(dims))
+        tops = faiss.vector_to_array(clustering.centroids).reshape(count, dims)
+        group = np.argmax(centroids @ tops.T, axis=1)
+        # Members stored group after group, so that each group is one slice.
+        self.members = np.argsort(group, kind="stable")
+        self.centroids = np.ascontiguousarray(centroids[self.members])
+        self.bounds = np.concatenate([[0], np.cumsum(np.bincount(group, minlength=count))])
+        self.tops = tops
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """(n, dims) float32 -> (n,) int64 list numbers."""
+        groups = len(self.tops)
+        probes = min(_GROUP_PROBES, groups)
+        near = np.argpartition(-(x @ self.tops.T), probes - 1, axis=1)[:, :probes]
+        rows = np.repeat(np.arange(len(x)), probes)
+        flat = near.ravel()
+        order = np.argsort(flat, kind="stable")
+        starts = np.searchsorted(flat[order], np.arange(groups + 1))
+        best = np.full(len(x), -np.inf, np.float32)
+        found = np.zeros(len(x), np.int64)
+        for group in range(groups):
+            asked = rows[order[starts[group] : starts[group + 1]]]
+            first, last = self.bounds[group], self.bounds[group + 1]
+            if len(asked) == 0 or first == last:
+                continue
+            scores = x[asked] @ self.centroids[first:last].T
+            column = scores.argmax(axis=1)
+            score = scores[np.arange(len(asked)), column]
+            better = score > best[asked]
+            best[asked[better]] = score[better]
+            found[asked[better]] = self.members[first + column[better]]
+        return found
+
+
 def _add_rows(
     index: Any, matrix: np.ndarray, start: int, stop: int, *, with_ids: bool = False
 ) -> None:
     """Add rows [start, stop) of ``matrix``; their ids are their row numbers (FAISS
-    numbers added rows from ``ntotal`` unless ``with_ids``)."""
+    numbers added rows from ``ntotal`` unless ``with_ids``). From ``_GROUPED_FROM_LISTS``
+    lists on, many rows are assigned through a :class:`GroupAssigner`."""
     import faiss
+    from faiss.contrib.ivf_tools import add_preassigned
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
+    ivf: Any = faiss.downcast_index(faiss.extract_index_ivf(index))
+    # A few rows are assigned flat: cheaper than grouping the centroids. FAISS's
+    # fast-scan lists cannot take pre-assigned rows (they pack codes in blocks as rows
+    # are added), so 4-bit PQ is assigned flat too.
+    assign = None
+    if (
+        ivf.nlist >= _GROUPED_FROM_LISTS
+        and stop - start >= _FLAT_ASSIGNMENT_BELOW
+        and not isinstance(ivf, faiss.IndexIVFFastScan)
+    ):
+        assign = GroupAssigner(ivf.quantizer.reconstruct_n(0, ivf.nlist))
     for first in range(start, stop, _CHUNK_ROWS):
         last = min(first + _CHUNK_ROWS, stop)
         chunk = np.ascontiguousarray(matrix[first:last], dtype=np.float32)
-        if with_ids:
+        if assign is not None:
+            # Named, not a temporary: FAISS reads the ids through a raw pointer.
+            ids = np.arange(first, last, dtype=np.int64)
+            add_preassigned(ivf, chunk, assign(chunk), ids)
+        elif with_ids:
             index.add_with_ids(chunk, np.arange(first, last, dtype=np.int64))
         else:
             index.add(chunk)
@@ -649,7 +904,8 @@ def rescore(
     """The k best owners among candidate ``rows`` by exact inner product with ``query``.
 
     ``query`` (dims,) float32; ``rows`` (n,) int64 sorted row numbers; ``matrix``
-    (rows, dims) float16 (memory-mapped); ``owners`` (rows,) int64. Returns owners (<= k,)
+    (rows, dims) float16, memory-mapped or read row by row (anything indexed by an array
+    of row numbers); ``owners`` (rows,) int64. Returns owners (<= k,)
     int64 and scores float32, by score descending then owner ascending; with several
     rows per owner, each owner once with its best row's score.
     """
@@ -667,17 +923,25 @@ def rescore(
 
 
 def exact_top(
-    queries: np.ndarray, matrix: np.ndarray, k: int, *, leave_out: np.ndarray | None = None
+    queries: np.ndarray,
+    matrix: np.ndarray,
+    k: int,
+    *,
+    leave_out: np.ndarray | None = None,
+    visible: np.ndarray | None = None,
 ) -> np.ndarray:
     """(m, k) int64 rows of the exact k best rows of ``matrix`` (n, dims) float16 for
     ``queries`` (m, dims) float32, scanned in chunks; ``leave_out`` (m,) rows are skipped
-    (each query's own row when measuring with the index's own rows)."""
+    (each query's own row when measuring with the index's own rows), and so are rows
+    whose ``visible`` (n,) bool is False (they come last, if at all)."""
     m = len(queries)
     best_scores = np.full((m, 0), -np.inf, np.float32)
     best_rows = np.zeros((m, 0), np.int64)
     for first in range(0, len(matrix), _CHUNK_ROWS):
         chunk = np.asarray(matrix[first : first + _CHUNK_ROWS], dtype=np.float32)
         scores = queries @ chunk.T
+        if visible is not None:
+            scores[:, ~visible[first : first + len(chunk)]] = -np.inf
         if leave_out is not None:
             inside = (leave_out >= first) & (leave_out < first + len(chunk))
             scores[np.flatnonzero(inside), leave_out[inside] - first] = -np.inf
@@ -737,3 +1001,16 @@ def measure_recall(
 def _fsync(path: Path) -> None:
     with path.open("rb+") as handle:
         os.fsync(handle.fileno())
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now without swapping (Linux's MemAvailable: free memory
+    and page cache that can be reclaimed), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

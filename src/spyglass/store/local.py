@@ -26,6 +26,12 @@ from spyglass.store.memory import _checked
 _LOAD_CHUNK = 65536
 #: Below this many queries per call, FAISS searches on the calling thread only.
 _PARALLEL_QUERIES = 16
+#: From this many queries per call on, FAISS scores them with one matrix product (BLAS)
+#: rather than query by query. Measured on the 2-core machine, one thread, exact search
+#: over 100k x 384, 100k x 512, 10k x 1280 and 100k x 1280 (SIMD / BLAS time): 1 query
+#: 0.35-0.47x (BLAS slower), 2 queries 0.81-0.94x, 3 queries 0.95-1.20x, 4 queries
+#: 1.33-1.91x, 8 queries 2.67-2.88x; docs/performance.md has the store-level figures.
+BLAS_FROM_QUERIES = 4
 
 
 @dataclass(frozen=True)
@@ -215,6 +221,7 @@ class LocalVectorStore:
         # (measured 1.4 ms vs 35 ms on 11k vectors on a busy 2-core machine). The
         # setting belongs to the calling thread, so it is set here, where we search.
         faiss.omp_set_num_threads(1 if len(queries) < _PARALLEL_QUERIES else os.cpu_count() or 1)
+        use_blas_from(BLAS_FROM_QUERIES, self.dims)
         if unique_owners:
             fetch = min(index.ntotal, k)
             scores, rows = index.search(queries, fetch, params=params)
@@ -268,6 +275,24 @@ class LocalVectorStore:
         if not self._hidden:
             return unique
         return unique[~np.isin(unique, np.fromiter(self._hidden, np.int64))]
+
+
+def use_blas_from(queries: int, dims: int) -> None:
+    """Make FAISS's exact (flat) searches use BLAS from ``queries`` queries of ``dims``
+    dimensions per call on.
+
+    FAISS (1.15) compares queries x dims with ``distance_compute_blas_threshold``; the
+    faiss-cpu wheel sets it to 128,000, so at 512 dims only calls of 250 queries or more
+    reach BLAS, and batches (re-ranking, relevance feedback, the server's batches) are
+    scored query by query, up to 9x slower at 64 queries. The old advice, 20, dates
+    from when it counted queries alone: now it sends single queries to BLAS, 2.5x
+    slower. The setting is process-wide, so it is set where a search is about to run
+    (as the thread count is) rather than when the module is imported: a store of other
+    dimensions searching at the same moment may see its value, which changes how fast
+    a call is, never what it returns (both ways score exactly)."""
+    import faiss
+
+    faiss.cvar.distance_compute_blas_threshold = queries * dims
 
 
 def _ties_by_owner(result: Neighbours) -> Neighbours:
