@@ -1,8 +1,11 @@
 """Ingest: bring an index up to date with folders on disk, incrementally and resumably.
 
 The pipeline streams: reader threads read and hash files ahead of time, decoder threads
-turn new contents into encoder input, the encoder embeds batches on the calling thread,
-and the writer commits groups. Work is decided per file by comparing with the catalogue:
+(or worker processes, ``IngestSettings.decode_in``) turn new contents into encoder input,
+the encoder embeds batches on the calling thread while the next batch is being decoded,
+and the writer commits groups. Files in flight are bounded (a few batches), so memory
+stays flat whatever the folder's size. Work is decided per file by comparing with the
+catalogue:
 
 * same path, same size and modification time: nothing to do;
 * content hash already indexed (a rename, a copy, a touched file): link, no embedding;
@@ -24,8 +27,8 @@ import numpy as np
 from spyglass.encoders.base import Encoder
 from spyglass.errors import ImageRejected, IndexProblem, InvalidQuery
 from spyglass.images import Region
-from spyglass.ingest.decoder import DecodedFile, crop_windows, decode_for
-from spyglass.ingest.reader import FoundFile, ReadFile, normalise_root, read_and_hash, walk
+from spyglass.ingest.decoder import DecodeBatch, DecodedFile, Decoder, crop_windows
+from spyglass.ingest.reader import FoundFile, normalise_root, read_and_hash, walk
 from spyglass.ingest.writer import GroupWriter
 from spyglass.settings import IngestSettings
 from spyglass.store.catalogue import FileState, NewImage, SkippedFile
@@ -158,27 +161,33 @@ class Ingest:
         settings = self.settings
         catalogue = self.index.catalogue
         done = 0
-        batch: list[tuple[ReadFile, Future[DecodedFile]]] = []
         total = len(todo)
         self._notify("indexing", 0, total, report)
+        # Full batches waiting for the encoder, oldest first, then the one being filled:
+        # while the encoder embeds the oldest, the decoders work on those behind it.
+        waiting: deque[DecodeBatch] = deque()
+        batch: DecodeBatch | None = None
+        #: Content hashes in ``waiting`` and ``batch`` (each once: a copy met in flight
+        #: flushes them first).
+        in_flight: set[str] = set()
 
         def skip(file: FoundFile, error: ImageRejected) -> None:
             entry = SkippedFile(file.path, error.reason, str(error))
             writer.add_skipped(entry, file.size, file.mtime_ns, was_indexed=file.path in known)
             report.skipped.append(entry)
 
-        def embed_batch() -> None:
-            nonlocal done
-            ready: list[DecodedFile] = []
-            for read, future in batch:
+        def embed(pending: DecodeBatch) -> None:
+            decoded: list[tuple[int, DecodedFile]] = []
+            for row, item in enumerate(pending.items):
+                in_flight.discard(item.read.content_hash)
                 try:
-                    ready.append(future.result())
+                    decoded.append((row, item.result()))
                 except ImageRejected as error:
-                    skip(read.file, error)
-            batch.clear()
+                    skip(item.read.file, error)
+            ready = [d for _, d in decoded]
             if ready:
                 vectors: dict[str, SpaceRows] = dict(
-                    self.encoder.embed_pixels(np.stack([d.pixels for d in ready]))
+                    self.encoder.embed_pixels(pending.pixels(decoded))
                 )
                 if windows:
                     vectors.update(self._embed_crops(ready, len(windows)))
@@ -194,59 +203,84 @@ class Ingest:
                     else:
                         report.added += 1
 
+        def flush() -> None:
+            nonlocal batch
+            while waiting:
+                embed(waiting.popleft())
+            if batch is not None:
+                embed(batch)
+                batch = None
+
         with ThreadPoolExecutor(max(1, settings.decode_workers)) as pool:
-            reads = _ordered_lookahead(
-                pool,
-                lambda f: read_and_hash(f, settings.max_file_bytes),
-                todo,
-                lookahead=settings.batch_size * 2,
-            )
-            for file, outcome in reads:
-                done += 1
-                if isinstance(outcome, ImageRejected):
-                    skip(file, outcome)
-                    continue
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                read = outcome
-                previous = known.get(file.path)
-                existing = catalogue.images_by_hash([read.content_hash]).get(read.content_hash)
-                pending = writer.pending_position(read.content_hash)
-                if existing is not None:
-                    writer.add_linked(FileState(file.path, existing, file.size, file.mtime_ns))
-                    if previous is None:
+            decoder = Decoder(self.encoder, settings, windows, pool)
+            try:
+                reads = _ordered_lookahead(
+                    pool,
+                    lambda f: read_and_hash(f, settings.max_file_bytes),
+                    todo,
+                    lookahead=settings.batch_size * (2 + max(0, settings.decode_ahead_batches)),
+                )
+                for file, outcome in reads:
+                    done += 1
+                    if isinstance(outcome, ImageRejected):
+                        skip(file, outcome)
+                        continue
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+                    read = outcome
+                    previous = known.get(file.path)
+                    existing = catalogue.images_by_hash([read.content_hash]).get(read.content_hash)
+                    pending = writer.pending_position(read.content_hash)
+                    if existing is not None:
+                        writer.add_linked(FileState(file.path, existing, file.size, file.mtime_ns))
+                        if previous is None:
+                            report.linked += 1
+                        elif previous.image_id != existing:
+                            report.changed += 1
+                        else:
+                            report.unchanged += 1  # touched, same bytes
+                    elif pending is not None:
+                        writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, pending)
                         report.linked += 1
-                    elif previous.image_id != existing:
-                        report.changed += 1
+                    elif read.content_hash in in_flight:
+                        # A copy of a file being decoded: embed it once, now, and link this
+                        # one to its position once it is added.
+                        flush()
+                        position = writer.pending_position(read.content_hash)
+                        if position is not None:
+                            writer.add_copy_of_pending(
+                                file.path, file.size, file.mtime_ns, position
+                            )
+                            report.linked += 1
+                        else:  # its twin was refused; this copy would be too
+                            skip(
+                                file,
+                                ImageRejected(
+                                    "duplicate-of-skipped", "same bytes as a skipped file"
+                                ),
+                            )
                     else:
-                        report.unchanged += 1  # touched, same bytes
-                elif pending is not None:
-                    writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, pending)
-                    report.linked += 1
-                elif any(r.content_hash == read.content_hash for r, _ in batch):
-                    # A copy of a file in the batch being decoded: embed it once, at the
-                    # end of the batch, by linking to its position after it is added.
-                    embed_batch()
-                    position = writer.pending_position(read.content_hash)
-                    if position is not None:
-                        writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, position)
-                        report.linked += 1
-                    else:  # its twin was refused; this copy would be too
-                        skip(
-                            file,
-                            ImageRejected("duplicate-of-skipped", "same bytes as a skipped file"),
-                        )
-                else:
-                    batch.append(
-                        (read, pool.submit(decode_for, self.encoder, read, settings, windows))
-                    )
-                    if len(batch) >= settings.batch_size:
-                        embed_batch()
-                if len(writer) >= settings.commit_every:
-                    embed_batch()
-                    writer.commit()
-                self._notify("indexing", done, total, report)
-            embed_batch()
+                        if batch is None:
+                            batch = decoder.batch()
+                        batch.add(read)
+                        in_flight.add(read.content_hash)
+                        if len(batch) >= settings.batch_size:
+                            waiting.append(batch)
+                            batch = None
+                            while len(waiting) > max(0, settings.decode_ahead_batches):
+                                embed(waiting.popleft())
+                    if len(writer) >= settings.commit_every:
+                        # Files still decoding go to the next group: no need to wait.
+                        writer.commit()
+                    self._notify("indexing", done, total, report)
+                flush()
+            finally:
+                # Stopped early (Ctrl-C, an error): drop what was not started.
+                for stopped in [*waiting, *([batch] if batch else [])]:
+                    for item in stopped.items:
+                        item.future.cancel()
+                decoder.close()
+                pool.shutdown(wait=True, cancel_futures=True)
         self._notify("indexing", done, total, report)
 
     def _crop_grid(self) -> int:

@@ -25,7 +25,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -40,7 +40,8 @@ from spyglass.encoders.bundled.prepare import (
     TEXT_MAX_TOKENS,
     preparation_line,
 )
-from spyglass.encoders.runtime import onnx_session
+from spyglass.encoders.runtime import SessionTuning, onnx_session
+from spyglass.errors import ModelError
 from spyglass.settings import RuntimeSettings
 
 if TYPE_CHECKING:
@@ -54,6 +55,18 @@ RESIZE_TO = 256
 CROP_TO = 224
 
 DEFAULTS: dict[str, Any] = {"top_t": 10, "prompt": "a photo of a {}"}
+#: ``image_model`` in a spec -> the image model's file. A spec without the key means
+#: "fp32", and the key is then left out of the version, so that every index built before
+#: the key existed reopens with the model that built it (its recorded spec has no key).
+#: "int8" is statically quantised on first use (:func:`prepare.quantize_image_model`):
+#: docs/ingest.md has its speed and its cost in mAP.
+IMAGE_MODELS = {"fp32": "image.onnx", "int8": "image-int8-2.onnx"}
+#: Each image model's session options. The float model keeps onnxruntime's own: letting
+#: idle threads sleep instead of spin (``spinning=False``) indexed 0.88-0.94x as fast on
+#: two quiet cores (1.13x on busy ones), and the other options measured slower. The int8
+#: model is fast enough that decoding takes a third of the CPU; threads that sleep leave
+#: it to the decoders: 1.06-1.11x on quiet cores, 1.24x on busy ones (docs/ingest.md).
+IMAGE_SESSIONS = {"fp32": SessionTuning(), "int8": SessionTuning(spinning=False)}
 #: What the prepared folder's manifest.json records.
 MANIFEST = {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"}
 
@@ -63,6 +76,20 @@ def imagenet_class_names() -> list[str]:
     text = resources.files(__package__).joinpath("imagenet_classes.tsv").read_text("utf-8")
     rows = [line.split("\t") for line in text.splitlines()[1:] if line]
     return [row[2] for row in rows]
+
+
+def preprocess_image(image: Image.Image) -> np.ndarray:
+    """RGB image -> (3, 224, 224) float32: shorter side to 256 (bicubic), centre crop
+    224, then ``(x - 127) / 128``."""
+    image = image.convert("RGB")
+    width, height = image.size
+    scale = RESIZE_TO / min(width, height)
+    size = (max(CROP_TO, round(width * scale)), max(CROP_TO, round(height * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - CROP_TO) // 2, (size[1] - CROP_TO) // 2
+    image = image.crop((left, top, left + CROP_TO, top + CROP_TO))
+    pixels = (np.asarray(image, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
+    return pixels.transpose(2, 0, 1)
 
 
 class BundledEncoder:
@@ -79,6 +106,9 @@ class BundledEncoder:
         # The image model loads on first use: a text search never needs it.
         self._image_session: Any = None
         self._image_lock = threading.Lock()
+        image_model = str(config.get("image_model", "fp32"))
+        self._image_file = folder / IMAGE_MODELS[image_model]
+        self._image_tuning = IMAGE_SESSIONS[image_model]
         self._text = onnx_session(folder / "text.onnx", settings)
         self._tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self._tokenizer.enable_truncation(TEXT_MAX_TOKENS)
@@ -120,15 +150,11 @@ class BundledEncoder:
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """RGB image -> (3, 224, 224) float32: shorter side to 256, centre crop 224."""
-        image = image.convert("RGB")
-        width, height = image.size
-        scale = RESIZE_TO / min(width, height)
-        size = (max(CROP_TO, round(width * scale)), max(CROP_TO, round(height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC)
-        left, top = (size[0] - CROP_TO) // 2, (size[1] - CROP_TO) // 2
-        image = image.crop((left, top, left + CROP_TO, top + CROP_TO))
-        pixels = (np.asarray(image, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
-        return pixels.transpose(2, 0, 1)
+        return preprocess_image(image)
+
+    #: :meth:`preprocess` as a module-level function: ingest's worker processes import
+    #: it by name (the encoder itself, with its loaded models, does not travel).
+    preprocess_function = staticmethod(preprocess_image)
 
     @property
     def image_model_loaded(self) -> bool:
@@ -137,11 +163,25 @@ class BundledEncoder:
     def _image(self) -> Any:
         with self._image_lock:
             if self._image_session is None:
-                self._image_session = onnx_session(self._folder / "image.onnx", self._settings)
+                self._image_session = onnx_session(
+                    self._image_file, self._settings, self._image_tuning
+                )
             return self._image_session
 
+    @property
+    def image_tuning(self) -> SessionTuning:
+        """The image model's onnxruntime session options."""
+        return self._image_tuning
+
+    def retune_image_model(self, tuning: SessionTuning) -> None:
+        """Reload the image model with other onnxruntime session options, for
+        benchmarks; the vectors stay the same up to float rounding."""
+        with self._image_lock:
+            self._image_tuning = tuning
+            self._image_session = None
+
     def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
-        logits, pooled = self._image().run(None, {"pixels": pixels.astype(np.float32)})
+        logits, pooled = self._image().run(None, {"pixels": np.asarray(pixels, np.float32)})
         return {JOINT_SPACE: self.conse(logits), IMAGE_SPACE: normalize_rows(pooled)}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -209,14 +249,32 @@ class BundledEncoder:
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 3, 224, 224) -> (n, 1000) ImageNet logits."""
-        logits, _ = self._image().run(None, {"pixels": pixels.astype(np.float32)})
+        logits, _ = self._image().run(None, {"pixels": np.asarray(pixels, np.float32)})
         return np.asarray(logits)
 
 
 def _version(config: Mapping[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(dict(config), sort_keys=True).encode())
     digest.update(resources.files(__package__).joinpath("imagenet_classes.tsv").read_bytes())
+    if "image_model" in config:  # the file name changes with the quantisation recipe
+        digest.update(IMAGE_MODELS[str(config["image_model"])].encode())
     return f"1-{digest.hexdigest()[:10]}"
+
+
+def _prepare_image_model(
+    folder: Path, image_model: str, report: Callable[[str], None] | None = None
+) -> None:
+    """Make the int8 image model from the float one on its first use (20-50 s)."""
+    if image_model == "fp32" or (folder / IMAGE_MODELS[image_model]).exists():
+        return
+    from spyglass.encoders.bundled.prepare import quantize_image_model
+
+    if report is not None:
+        report(f"{PREPARATION_HEADING}: quantising the image model to {image_model} ...")
+    try:
+        quantize_image_model(folder / IMAGE_MODELS["fp32"], folder / IMAGE_MODELS[image_model])
+    except Exception as exc:
+        raise ModelError(f"could not quantise the bundled image model: {exc}") from exc
 
 
 def load(config: Mapping[str, Any], settings: RuntimeSettings) -> BundledEncoder:
@@ -226,10 +284,19 @@ def load(config: Mapping[str, Any], settings: RuntimeSettings) -> BundledEncoder
     merged = {**DEFAULTS, **config}
     for key in ("kind", "name"):
         merged.pop(key, None)
+    image_model = str(merged.pop("image_model", "fp32"))
+    if image_model not in IMAGE_MODELS:
+        raise ModelError(
+            f"unknown image_model {image_model!r} for the bundled model: "
+            f"use one of {', '.join(IMAGE_MODELS)}"
+        )
+    if image_model != "fp32":
+        merged["image_model"] = image_model
     folder = settings.cache_dir / "models" / "bundled-onnx-1"
     report = settings.report_model_preparation
     if report is None:
         prepare(folder, MANIFEST)
+        _prepare_image_model(folder, image_model)
         return BundledEncoder(folder, settings, merged)
     # Relayed, to close a first use with how long it took (and say nothing otherwise).
     started, steps = time.perf_counter(), []
@@ -239,6 +306,7 @@ def load(config: Mapping[str, Any], settings: RuntimeSettings) -> BundledEncoder
         report(line)
 
     prepare(folder, MANIFEST, relay)
+    _prepare_image_model(folder, image_model, relay)
     encoder = BundledEncoder(folder, replace(settings, report_model_preparation=relay), merged)
     if steps:
         report(f"{PREPARATION_HEADING}: ready in {time.perf_counter() - started:.0f} s")
