@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -215,19 +216,24 @@ def cli_search(index_dir: Path) -> tuple[int, list[tuple[int, str]]]:
 # -- an index compared with a clean build ------------------------------------------------
 
 
+def assert_no_duplicate_or_orphan(catalogue: Any) -> None:
+    """Each content indexed once, and each file pointing at an image."""
+    (duplicates,) = catalogue.execute("SELECT COUNT(*) - COUNT(DISTINCT content_hash) FROM images")[
+        0
+    ]
+    (orphans,) = catalogue.execute(
+        "SELECT COUNT(*) FROM files WHERE image_id NOT IN (SELECT id FROM images)"
+    )[0]
+    assert duplicates == 0 and orphans == 0, (duplicates, orphans)
+
+
 def snapshot(index_dir: Path) -> dict[str, dict[str, bytes]]:
     """``{"content": {path: content hash}, space: {path: the vector's bytes}}``, after
     checking that the index holds no duplicate row: each content once, each image with
     exactly one row in every space, each file pointing at an image."""
     with Index.open(index_dir) as index:
         catalogue = index.catalogue
-        (duplicates,) = catalogue.execute(
-            "SELECT COUNT(*) - COUNT(DISTINCT content_hash) FROM images"
-        )[0]
-        (orphans,) = catalogue.execute(
-            "SELECT COUNT(*) FROM files WHERE image_id NOT IN (SELECT id FROM images)"
-        )[0]
-        assert duplicates == 0 and orphans == 0, (duplicates, orphans)
+        assert_no_duplicate_or_orphan(catalogue)
         image_ids = sorted(r[0] for r in catalogue.execute("SELECT id FROM images"))
         files = catalogue.files_under("/")
         owners = np.array([state.image_id for state in files.values()], np.int64)

@@ -17,6 +17,8 @@ import numpy as np
 
 from spyglass.store.index import Index
 
+from .concurrency import assert_no_duplicate_or_orphan
+
 KILLS = 25 if os.environ.get("SPYGLASS_LONG") else 3
 
 
@@ -31,14 +33,8 @@ def snapshot(index_dir: Path) -> dict[str, np.ndarray]:
     """path -> joint vector, after checking the catalogue holds no duplicate or orphan."""
     with Index.open(index_dir) as index:
         catalogue = index.catalogue
-        (duplicates,) = catalogue.execute(
-            "SELECT COUNT(*) - COUNT(DISTINCT content_hash) FROM images"
-        )[0]
-        (orphans,) = catalogue.execute(
-            "SELECT COUNT(*) FROM files WHERE image_id NOT IN (SELECT id FROM images)"
-        )[0]
+        assert_no_duplicate_or_orphan(catalogue)
         (embedded,) = catalogue.execute("SELECT COUNT(*) FROM images")[0]
-        assert duplicates == 0 and orphans == 0
         for store in index.stores.values():
             assert len(store) == embedded, "every committed row has its image, and back"
         files = catalogue.files_under("/")

@@ -42,6 +42,7 @@ from typing import Any
 import click
 import numpy as np
 
+from spyglass.bench.feedback import TEXTS
 from spyglass.bench.search import VectorMixture
 from spyglass.encoders.base import EncoderInfo
 from spyglass.engine import Spyglass
@@ -70,19 +71,6 @@ WAYS: tuple[tuple[str, str, str, str], ...] = (
 )
 #: The end-to-end ways (the bundled model embeds the text): every kind with ``default``.
 END_TO_END = ("text", "image", "image+text", "marks")
-#: Texts for the end-to-end queries.
-TEXTS = (
-    "an airplane",
-    "a motorbike",
-    "a leopard",
-    "a wrist watch",
-    "a grand piano",
-    "a sunflower",
-    "a laptop",
-    "a starfish",
-    "a bonsai tree",
-    "a butterfly",
-)
 
 
 # -- the synthetic collection -------------------------------------------------------------
