@@ -79,3 +79,30 @@ def test_an_index_that_cannot_be_served_is_one_line(sample_photos: Path) -> None
     assert result.exit_code == 5
     assert result.output.strip().count("\n") == 0
     assert "spyglass serve did not start" in result.output
+
+
+def test_an_open_loop_phase_sends_at_its_rate_whatever_the_answers_take(
+    sample_photos_index: Path, server_cache: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "open.json"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("bench", "load", "--index", str(sample_photos_index)),
+            *("--rate", "4", "--seconds", "5", "--timeout", "60", "--out", str(out)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    (phase,) = report["phases"]
+    assert phase["rate"] == 4 and "clients" not in phase
+    assert phase["errors"] == 0, phase["error_examples"]
+    # Poisson arrivals at 4/s for 5 s: 20 expected; the seeded draw is well inside this.
+    assert 8 <= phase["requests"] <= 40
+    assert "open loop at 4 requests/s" in result.output
+
+
+def test_a_bad_rate_is_one_line() -> None:
+    result = CliRunner().invoke(main, ["bench", "load", "--url", "http://x", "--rate", "0"])
+    assert result.exit_code == 2
+    assert "requests per second" in result.output

@@ -60,6 +60,9 @@ DEFAULT_MIX = {
 MODIFIERS = ["at night", "in black and white", "as a sketch", "a cartoon", "in red", "outdoors"]
 #: Results asked for per search (what the page asks for).
 LIMIT = 50
+#: Connections an open-loop phase may hold at once (more requests wait for one, and
+#: that wait counts in their latency).
+OPEN_LOOP_CONNECTIONS = 256
 #: Files kept in memory for ``upload`` requests.
 UPLOAD_FILES = 20
 #: Largest file used as an upload (bigger ones are left out of the pool).
@@ -104,6 +107,20 @@ def parse_clients(_ctx: click.Context, _param: click.Parameter, value: str) -> l
     if not counts or any(not 1 <= c <= 256 for c in counts):
         raise click.BadParameter("each client count must be between 1 and 256")
     return counts
+
+
+def parse_rates(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        rates = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        rates = []
+    if not rates or any(not 0 < r <= 10_000 for r in rates):
+        raise click.BadParameter("give requests per second between 0 and 10,000, e.g. 2,5,10")
+    return rates
 
 
 def parse_mix(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dict[str, int]:
@@ -330,22 +347,74 @@ async def run_phase(
             while time.monotonic() < deadline and sent < max_requests:
                 sent += 1
                 kind = rng.choices(kinds, weights)[0]
-                started = time.perf_counter()
-                try:
-                    response = await one_request(client, kind, work, rng)
-                    await response.aread()
-                    ok = response.status_code < 400
-                    error = None if ok else response.text[:200]
-                    samples.append(
-                        Sample(kind, time.perf_counter() - started, ok, response.status_code, error)
-                    )
-                except httpx.HTTPError as exc:
-                    samples.append(
-                        Sample(kind, time.perf_counter() - started, False, None, repr(exc)[:200])
-                    )
+                samples.append(await timed_request(client, kind, work, rng, time.perf_counter()))
 
         await asyncio.gather(*(one_client(n) for n in range(clients)))
     return samples
+
+
+async def timed_request(
+    client: Any, kind: str, work: Workload, rng: random.Random, since: float
+) -> Sample:
+    """Send one request of ``kind``; its latency counts from ``since`` (perf_counter)."""
+    import httpx
+
+    try:
+        response = await one_request(client, kind, work, rng)
+        await response.aread()
+        ok = response.status_code < 400
+        error = None if ok else response.text[:200]
+        return Sample(kind, time.perf_counter() - since, ok, response.status_code, error)
+    except httpx.HTTPError as exc:
+        return Sample(kind, time.perf_counter() - since, False, None, repr(exc)[:200])
+
+
+def arrival_times(rate: float, seconds: float, most: int, seed: int) -> list[float]:
+    """Seconds from the start at which an open-loop phase sends its requests: a Poisson
+    process of ``rate`` per second (exponential gaps), seeded, at most ``most`` of them."""
+    rng = random.Random(seed)
+    times: list[float] = []
+    at = rng.expovariate(rate)
+    while at < seconds and len(times) < most:
+        times.append(at)
+        at += rng.expovariate(rate)
+    return times
+
+
+async def run_open_phase(
+    url: str,
+    work: Workload,
+    rate: float,
+    seconds: float,
+    max_requests: int,
+    timeout: float,
+    seed: int,
+    headers: dict[str, str],
+) -> list[Sample]:
+    """Open loop: requests arrive at ``rate`` per second whatever the server does, as
+    users' requests do. A closed loop (``run_phase``) slows its clients down with the
+    server, so a server that makes some requests wait measures as fewer requests, not
+    as slower ones. Each latency counts from the request's scheduled arrival, so time
+    spent waiting for a free connection counts too (no coordinated omission)."""
+    import httpx
+
+    kinds, weights = work.kinds()
+    limits = httpx.Limits(max_connections=OPEN_LOOP_CONNECTIONS, max_keepalive_connections=32)
+    rng = random.Random(seed)
+    plan = [
+        (at, rng.choices(kinds, weights)[0], random.Random(seed * 100_003 + n))
+        for n, at in enumerate(arrival_times(rate, seconds, max_requests, seed))
+    ]
+    async with httpx.AsyncClient(
+        base_url=url, timeout=timeout, limits=limits, headers=headers
+    ) as client:
+        began = time.perf_counter()
+
+        async def arrive(at: float, kind: str, request_rng: random.Random) -> Sample:
+            await asyncio.sleep(max(0.0, began + at - time.perf_counter()))
+            return await timed_request(client, kind, work, request_rng, began + at)
+
+        return list(await asyncio.gather(*(arrive(*planned) for planned in plan)))
 
 
 def summarise(samples: list[Sample], wall: float) -> dict[str, Any]:
@@ -396,6 +465,8 @@ class LoadRun:
     headers: dict[str, str]
     mix: dict[str, int]
     wait_for_map: float
+    #: Open-loop phases (requests per second) instead of the closed-loop ``clients``.
+    rates: list[float] | None = None
     phases: list[dict[str, Any]] = field(default_factory=list)
 
     async def run(self) -> dict[str, Any]:
@@ -411,20 +482,29 @@ class LoadRun:
         results: dict[str, Any] = {"images": images, "waited_for_start_up_s": round(waited, 1)}
         with RssSampler(self.pid) as rss:
             results["rss_mb_before"] = rss_of(self.pid)
-            for number, clients in enumerate(self.clients):
+            steps: list[tuple[str, float]] = (
+                [("rate", r) for r in self.rates]
+                if self.rates
+                else [("clients", c) for c in self.clients]
+            )
+            for number, (way, level) in enumerate(steps):
                 begin = rss.now()
                 started = time.perf_counter()
-                samples = await run_phase(
+                run = run_open_phase if way == "rate" else run_phase
+                samples = await run(
                     self.url,
                     work,
-                    clients,
+                    level if way == "rate" else int(level),  # type: ignore[arg-type]
                     self.seconds,
                     self.max_requests,
                     self.timeout,
                     self.seed + number,
                     self.headers,
                 )
-                phase = {"clients": clients, **summarise(samples, time.perf_counter() - started)}
+                phase = {
+                    way: level if way == "rate" else int(level),
+                    **summarise(samples, time.perf_counter() - started),
+                }
                 during = rss.between(begin, rss.now())
                 phase["rss_mb_start"] = round(during[0], 1) if during else None
                 phase["rss_mb_end"] = round(rss_of(self.pid) or 0, 1) if self.pid else None
@@ -443,7 +523,7 @@ def goals(results: dict[str, Any]) -> dict[str, Any]:
     """Issue 10's goals, as far as this run measured them."""
     phases = results["phases"]
     checked: dict[str, Any] = {"errors": sum(p["errors"] for p in phases)}
-    at_8 = [p for p in phases if p["clients"] == 8 and "text" in p["kinds"]]
+    at_8 = [p for p in phases if p.get("clients") == 8 and "text" in p["kinds"]]
     if at_8:
         checked["text_p99_ms_at_8_clients"] = at_8[0]["kinds"]["text"]["p99_ms"]
     checked["rss_growth"] = results.get("rss_growth")
@@ -456,8 +536,13 @@ def print_results(results: dict[str, Any]) -> None:
         f"{_mb(results['rss_mb_before'])} before the load, {_mb(results['rss_mb_after'])} after"
     )
     for phase in results["phases"]:
+        load = (
+            f"open loop at {phase['rate']:g} requests/s"
+            if "rate" in phase
+            else f"{phase['clients']} client(s)"
+        )
         click.echo(
-            f"\n{phase['clients']} client(s): {phase['requests']:,} requests in "
+            f"\n{load}: {phase['requests']:,} requests in "
             f"{phase['seconds']:.0f} s, {phase['requests_per_s']:.1f}/s, "
             f"{phase['errors']} errors, server RSS {_mb(phase['rss_mb_start'])} -> "
             f"{_mb(phase['rss_mb_end'])} (peak {_mb(phase['rss_mb_peak'])})"
@@ -497,6 +582,15 @@ def _mb(value: float | None) -> str:
     show_default=True,
     callback=parse_clients,
     help="Concurrent clients of each phase, in order.",
+)
+@click.option(
+    "--rate",
+    "rates",
+    default=None,
+    callback=parse_rates,
+    help="Open loop instead of --clients: requests per second of each phase, in order "
+    "(e.g. 2,5,10), arriving at random (Poisson) whatever the server does; latency "
+    "counts from each request's arrival.",
 )
 @click.option(
     "--seconds",
@@ -548,6 +642,7 @@ def command(
     url: str | None,
     pid: int | None,
     clients: list[int],
+    rates: list[float] | None,
     seconds: float,
     max_requests: int,
     mix: dict[str, int],
@@ -581,6 +676,7 @@ def command(
             headers,
             mix,
             wait_for_map,
+            rates,
         )
         try:
             return asyncio.run(run.run())
@@ -606,7 +702,8 @@ def command(
     results = {
         "url": url,
         "index": index_dir,
-        "clients": clients,
+        "clients": None if rates else clients,
+        "rates": rates,
         "seconds_per_phase": seconds,
         "mix": mix,
         **results,
