@@ -8,13 +8,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
-from spyglass.encoders.base import CountsTokens
+from spyglass.encoders.base import CountsTokens, mismatch_message
 from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
 from spyglass.query.terms import Query, TextTerm
@@ -22,6 +22,13 @@ from spyglass.search import Searcher, SearchResult
 from spyglass.settings import IngestSettings, RuntimeSettings, VectorSearchSettings
 from spyglass.store.catalogue import SkippedFile
 from spyglass.store.index import CATALOGUE_FILE, Index, holds_images
+
+if TYPE_CHECKING:
+    from spyglass.casework.casefile import CaseFile
+    from spyglass.casework.duplicates import CollapsedResult, DuplicateGroup, DuplicateRule
+    from spyglass.casework.queryspec import SearchSpec
+    from spyglass.casework.verify import Verification
+    from spyglass.ingest.ray_cluster import RayCluster
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,7 @@ class Spyglass:
         self, encoder: Encoder, index: Index, ingest_settings: IngestSettings | None = None
     ) -> None:
         if not encoder.info.same_vectors_as(index.info):
-            raise EncoderMismatch(
-                f"index {index.folder} was built with model {index.info.describe()}, "
-                f"not {encoder.info.describe()}"
-            )
+            raise EncoderMismatch(mismatch_message(index.folder, index.info, encoder.info))
         self.encoder = encoder
         self.index = index
         self.ingest_settings = ingest_settings or IngestSettings()
@@ -135,8 +139,100 @@ class Spyglass:
         """Index folders or files incrementally (only new and changed files are embedded)."""
         return Ingest(self.index, self.encoder, self.ingest_settings, progress).run(paths)
 
+    def add_on_ray(
+        self, paths: list[str], cluster: RayCluster, progress: ProgressCallback | None = None
+    ) -> IngestReport:
+        """:meth:`add` with decoding and embedding done by the workers of a connected Ray
+        cluster (see :mod:`spyglass.ingest.ray_runner`); this process still scans,
+        decides what is new and commits, so the index is the same."""
+        from spyglass.ingest.ray_runner import RayIngest
+
+        return RayIngest(self.index, self.encoder, cluster, self.ingest_settings, progress).run(
+            paths
+        )
+
     def search(self, query: Query) -> list[SearchResult]:
         return self.searcher.search(query)
+
+    # -- case work (spyglass.casework) ---------------------------------------------------
+
+    def duplicates(
+        self,
+        rule: DuplicateRule | None = None,
+        *,
+        save_hashes: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[DuplicateGroup]:
+        """Groups of near-duplicate images, largest first (see
+        :mod:`spyglass.casework.duplicates`). With a rule that compares perceptual
+        hashes, images not hashed yet are hashed first (their files read once) and,
+        unless ``save_hashes`` is False, the hashes kept in the index folder.
+        ``progress(step, done, total)`` is told of both steps (``hashing``,
+        ``searching``)."""
+        from spyglass.casework.duplicates import DuplicateRule, find_duplicate_groups, hash_index
+
+        rule = rule or DuplicateRule()
+        hashes = None
+        if rule.uses_hashes:
+            hashes = hash_index(
+                self.index,
+                save=save_hashes,
+                progress=(lambda d, t: progress("hashing", d, t)) if progress else None,
+            )
+        return find_duplicate_groups(
+            self.index,
+            rule,
+            hashes,
+            progress=(lambda d, t: progress("searching", d, t)) if progress else None,
+        )
+
+    def search_collapsed(
+        self, query: Query, rule: DuplicateRule | None = None
+    ) -> list[CollapsedResult]:
+        """:meth:`search` with each group of near-duplicates collapsed to its best-ranked
+        member, which carries the group's size and the other members' ids. Perceptual
+        hashes are those ``spyglass duplicates`` kept (images without one are joined
+        by cosine alone)."""
+        from spyglass.casework.duplicates import DuplicateRule, collapse_duplicates
+        from spyglass.casework.perceptual import PerceptualHashes
+
+        rule = rule or DuplicateRule()
+        hashes = PerceptualHashes.load(self.index) if rule.uses_hashes else None
+        return collapse_duplicates(self.search, self.index, query, rule, hashes)
+
+    def record(self, query: Query, collapse: DuplicateRule | None = None) -> SearchSpec:
+        """``query`` as a case file or a saved search keeps it (copies of the query
+        images' bytes, their SHA-256)."""
+        from spyglass.casework.queryspec import record_query
+
+        return record_query(self.index, query, collapse, self.ingest_settings.max_file_bytes)
+
+    def run_recorded(self, spec: SearchSpec) -> list[SearchResult] | list[CollapsedResult]:
+        """Run a recorded search as it was run (collapsed if it was)."""
+        query = spec.to_query()
+        if spec.collapse is not None:
+            return self.search_collapsed(query, spec.collapse)
+        return self.search(query)
+
+    def case_file(
+        self,
+        spec: SearchSpec,
+        results: Sequence[SearchResult | CollapsedResult],
+        *,
+        description: str | None = None,
+        request: dict[str, Any] | None = None,
+    ) -> CaseFile:
+        """The case file of ``results`` (see :mod:`spyglass.casework.casefile`)."""
+        from spyglass.casework.casefile import make_case_file
+
+        return make_case_file(self.index, spec, results, description=description, request=request)
+
+    def verify(self, case: CaseFile) -> Verification:
+        """Run a case file's search again and compare (see
+        :mod:`spyglass.casework.verify`)."""
+        from spyglass.casework.verify import verify_case
+
+        return verify_case(self, case)
 
     def paths_without_images(self, paths: Sequence[str]) -> list[str]:
         """Those of ``paths`` under which the index holds no image file, not even a
@@ -240,9 +336,10 @@ def _opening(text: str, length: int = 40) -> str:
 
 def _recorded_spec(folder: str | Path) -> dict[str, Any] | None:
     from spyglass.store.catalogue import Catalogue
-    from spyglass.store.index import CATALOGUE_FILE
+    from spyglass.store.index import CATALOGUE_FILE, resolve_location
 
-    path = Path(folder).expanduser() / CATALOGUE_FILE
+    # A milvus:// URL keeps its catalogue in a folder of its own.
+    path = resolve_location(folder)[0] / CATALOGUE_FILE
     if not path.is_file():
         return None
     catalogue = Catalogue(path)

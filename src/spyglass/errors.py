@@ -7,6 +7,8 @@ person who typed the command, and names the fix where there is one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+
 
 class SpyglassError(Exception):
     """Base of every error the engine raises on purpose."""
@@ -45,6 +47,34 @@ class IndexLocked(IndexProblem):
 
 class IndexCorrupt(IndexProblem):
     pass
+
+
+class ApproximateIndexFailed(IndexProblem):
+    """A space's approximate index could not be built or saved (a full disk, a memory
+    budget too small, out of memory). Nothing is lost: the rows are durable and the
+    space is searched exactly until a later writer builds the index."""
+
+    def __init__(self, reasons: Mapping[str, str]) -> None:
+        """``reasons``: space -> why its index was not built (one line each)."""
+        if len(reasons) == 1:
+            ((space, reason),) = reasons.items()
+            message = (
+                f"the approximate index of space {space!r} was not built: {reason}; its "
+                "rows are searched exactly until a later run builds it"
+            )
+        else:
+            told = "; ".join(f"space {space!r}: {why}" for space, why in sorted(reasons.items()))
+            message = (
+                f"the approximate indexes were not built ({told}); their rows are "
+                "searched exactly until a later run builds them"
+            )
+        super().__init__(message)
+        self.reasons = dict(reasons)
+
+    @classmethod
+    def of_all(cls, failures: Iterable[ApproximateIndexFailed]) -> ApproximateIndexFailed:
+        """One error (one line) for the failures of several spaces."""
+        return cls({space: why for failure in failures for space, why in failure.reasons.items()})
 
 
 # --- models ------------------------------------------------------------------------
@@ -107,3 +137,38 @@ class CannotServe(SpyglassError):
 
     exit_code = 5
     http_status = 500
+
+
+# --- distributed indexing ----------------------------------------------------------
+
+
+class ClusterUnreachable(SpyglassError):
+    """The Ray cluster that was to embed cannot be reached or joined, or has nowhere to
+    run a worker. A network problem, like :class:`CannotServe`: the same exit status."""
+
+    exit_code = 5
+    http_status = 503
+
+
+# --- distributed stores ------------------------------------------------------------
+
+
+class VectorStoreUnavailable(IndexProblem):
+    """A vector store on another machine (Milvus) could not be reached or failed."""
+
+    http_status = 503
+
+
+# --- case work ---------------------------------------------------------------------
+
+
+class CaseFileProblem(InvalidQuery):
+    """A case file, an audit log or the saved searches cannot be read, written or
+    understood."""
+
+
+class AuditUnavailable(CaseFileProblem):
+    """The audit log cannot be written: the search or export it should record is
+    refused rather than left unrecorded."""
+
+    http_status = 503

@@ -15,6 +15,10 @@ from typing import Literal
 
 Device = Literal["auto", "cpu", "cuda"]
 
+#: Where ``spyglass models pull`` downloads from unless ``SPYGLASS_HUB_URL`` (or
+#: Hugging Face's own ``HF_ENDPOINT``) names a mirror.
+DEFAULT_HUB_URL = "https://huggingface.co"
+
 
 @dataclass(frozen=True)
 class RuntimeSettings:
@@ -24,6 +28,10 @@ class RuntimeSettings:
     device: Device = "auto"
     #: Threads per inference session; ``None`` lets the runtime decide.
     threads: int | None = None
+    #: Where ``spyglass models pull`` fetches checkpoints: an http(s) base read as the
+    #: Hugging Face hub (``{url}/{repo}/resolve/{revision}/{file}``), or a ``file://`` URL
+    #: or directory holding ``{repo}/{file}`` (a local mirror). Nothing else downloads.
+    hub_url: str = DEFAULT_HUB_URL
     #: Called with one line per step while a model is prepared for its first use (the
     #: bundled model's ONNX export takes tens of seconds): the engine never prints, so an
     #: entry point that wants people to see why nothing happens passes a printer here.
@@ -40,10 +48,12 @@ class RuntimeSettings:
         if device not in ("auto", "cpu", "cuda"):
             device = "auto"
         threads = environ.get("SPYGLASS_THREADS")
+        hub_url = environ.get("SPYGLASS_HUB_URL") or environ.get("HF_ENDPOINT") or DEFAULT_HUB_URL
         return cls(
             cache_dir=Path(cache),
             device=device,  # type: ignore[arg-type]
             threads=int(threads) if threads and threads.isdigit() else None,
+            hub_url=hub_url,
         )
 
 

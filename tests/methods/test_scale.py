@@ -115,7 +115,9 @@ CASES = [
     ("rocchio", "marks", 0, K),
     ("svm", "marks", feedback.PSEUDO_NEGATIVES, K),
     ("svm-text", "marks", feedback.PSEUDO_NEGATIVES, K),
-    ("seesaw", "marks", feedback.PSEUDO_NEGATIVES, K),
+    ("svm-text-balanced", "marks", feedback.PSEUDO_NEGATIVES, K),
+    ("seesaw", "marks", 0, K),  # SeeSaw's reference trains on the marked images only
+    ("seesaw-style", "marks", feedback.PSEUDO_NEGATIVES, K),
     ("svm-fusion", "marks", feedback.PSEUDO_NEGATIVES + FUSION, feedback.FUSION_DEPTH),
 ]
 
@@ -136,13 +138,15 @@ def test_a_method_fetches_and_searches_a_bounded_amount_whatever_the_size(
     assert not hidden & {i for i, _ in ranking}
 
 
-@pytest.mark.parametrize("method", ["svm", "svm-text", "seesaw", "svm-fusion"])
+@pytest.mark.parametrize(
+    "method", ["svm", "svm-text", "svm-text-balanced", "seesaw-style", "svm-fusion"]
+)
 def test_learned_methods_draw_their_negatives_without_listing_the_index(index, method) -> None:
     """The learned models fetch exactly PSEUDO_NEGATIVES random images (plus, for
     svm-fusion, the fused candidates), at every size: the draw is by row position."""
     context = context_for(index, "marks")
     get_method(method, "feedback")(context, K)
-    space = "joint" if method in ("svm-text", "seesaw") else "image"
+    space = "joint" if method in ("svm-text", "svm-text-balanced", "seesaw-style") else "image"
     first_fetch = index.stores[space].fetched[0]  # type: ignore[attr-defined]
     assert first_fetch == feedback.PSEUDO_NEGATIVES
 
@@ -219,6 +223,9 @@ class RowsOnly:
 
     def owners(self) -> CountedRows:
         return self._rows
+
+    def hidden_owners(self) -> set[int]:
+        return self._hidden
 
 
 @settings(max_examples=60, deadline=None)

@@ -110,7 +110,11 @@ def test_readers_during_a_write_see_only_committed_images_and_never_fewer(
     added = photo_variants(tmp_path / "added", ADDED, seed=3, side=112)
     index_dir, clean_dir = tmp_path / "index", tmp_path / "clean"
     index_folders([sample_photos], index_dir)  # the server needs an index to start
-    served = serve(index_dir, env=server_environment(tmp_path / "cache", runtime.cache_dir))
+    served = serve(
+        index_dir,
+        *("--refresh-seconds", "0.5"),
+        env=server_environment(tmp_path / "cache", runtime.cache_dir),
+    )
     kept_open = Spyglass(bundled, Index.open(index_dir))
 
     def kept_open_search() -> tuple[int, list[tuple[int, str]]]:
@@ -148,8 +152,9 @@ def test_readers_during_a_write_see_only_committed_images_and_never_fewer(
         clean = start_writer([sample_photos, added], clean_dir, tmp_path / "clean.err")
         with Index.open(index_dir) as index:
             final = index.count()
-        # The server looks for other processes' commits every refresh_seconds (10 s).
-        deadline = time.monotonic() + 120
+        # The server looks for other processes' commits every --refresh-seconds: 0.5 s
+        # here (10 s by default), so it must have them well within the deadline.
+        deadline = time.monotonic() + 60
         while not any(r.searchable == final for r in readers[3].readings):
             assert not readers[3].has_failed(), readers[3].errors
             assert time.monotonic() < deadline, "the server did not pick up the new images"

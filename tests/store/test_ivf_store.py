@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from spyglass.bench.search import SPACE, VectorMixture, write_space
-from spyglass.errors import IndexProblem
+from spyglass.errors import ApproximateIndexFailed, IndexProblem
 from spyglass.settings import VectorSearchSettings
 from spyglass.store import ivf
 from spyglass.store.factory import finish_building, open_vector_store
@@ -330,7 +330,7 @@ def test_a_failed_save_is_told_once_and_the_space_stays_searchable_exactly(
     exact = LocalVectorStore(tmp_path, "joint", 32, 3000).search(vectors[:20], 10)
     got = store.search(vectors[:20], 10)
     np.testing.assert_array_equal(got.owners, exact.owners)
-    with pytest.raises(ivf.ApproximateIndexFailed, match=r"disk holding .* is full") as failed:
+    with pytest.raises(ApproximateIndexFailed, match=r"disk holding .* is full") as failed:
         store.wait_for_index()
     assert "\n" not in str(failed.value) and "'joint'" in str(failed.value)
     store.wait_for_index()  # told once
@@ -352,7 +352,7 @@ def test_running_out_of_memory_while_building_is_told(
     monkeypatch.setattr(ivf, "train_ivf", out_of_memory)
     store, _ = written(tmp_path, 3000, settings=replace(NOW, build_in_background=True))
     failure = finish_building([store])
-    assert isinstance(failure, ivf.ApproximateIndexFailed)
+    assert isinstance(failure, ApproximateIndexFailed)
     assert "'joint' was not built: out of memory" in str(failure)
     assert finish_building([store]) is None  # told once; not built again in this process
 
@@ -431,10 +431,10 @@ def test_many_rows_find_their_list_through_groups_as_well_as_flat(
 
 
 def test_the_failures_of_several_spaces_are_one_line():
-    failure = ivf.ApproximateIndexFailed.of_all(
+    failure = ApproximateIndexFailed.of_all(
         [
-            ivf.ApproximateIndexFailed({"image": "out of memory"}),
-            ivf.ApproximateIndexFailed({"joint": "a full disk"}),
+            ApproximateIndexFailed({"image": "out of memory"}),
+            ApproximateIndexFailed({"joint": "a full disk"}),
         ]
     )
     assert str(failure) == (

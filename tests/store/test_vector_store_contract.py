@@ -90,12 +90,27 @@ class Reopened:
         return self.reader().visible_owners()
 
 
-@pytest.fixture(params=["memory", "local", "ivf-sq8", "ivf-pq", "ivf-mapped", "ivf-streamed"])
+def milvus_lite_store(folder: Path) -> VectorStore:
+    """A Milvus Lite store (FLAT: exact) in a fresh .db under ``folder``; skipped without
+    the milvus extra. Milvus Lite runs inside this process: nothing else is needed."""
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from spyglass.store.milvus import MilvusVectorStore, parse_milvus_url
+
+    location = parse_milvus_url(f"milvus://{folder}/vectors.db", folder)
+    return MilvusVectorStore(location, "joint", DIMS, 0, writer=True, owner="contract")
+
+
+@pytest.fixture(
+    params=["memory", "local", "ivf-sq8", "ivf-pq", "ivf-mapped", "ivf-streamed", "milvus-lite"]
+)
 def make_store(request, tmp_path: Path) -> Callable[[], VectorStore]:
     def make() -> VectorStore:
         kind = request.param
         if kind == "memory":
             return MemoryVectorStore(DIMS)
+        if kind == "milvus-lite":
+            return milvus_lite_store(tmp_path)
         if kind == "local":
             return LocalVectorStore(tmp_path / "vectors", "joint", DIMS, 0, writer=True)
         layout = kind.removeprefix("ivf-")

@@ -15,7 +15,10 @@ in a fresh process of its own, so that open time and resident memory are its alo
   one matrix, a matrix product per query and ``argpartition`` for the top k;
 * ``rclip``: what rclip does (``rclip/model.py``): the same matrix product, then Python's
   ``sorted`` over every (score, row) pair. Its sort dominates, so it is timed on fewer
-  queries and not in batches.
+  queries and not in batches;
+* ``milvus`` (with ``--milvus URL``): :class:`~spyglass.store.milvus.MilvusVectorStore`
+  over the same rows, loaded into Milvus Lite (``--milvus lite``: a file in the folder)
+  or a server, with the index type the store picks by size (HNSW from 100,000 rows).
 
 Recall@10 is measured against the exact top 10 over the same float16 rows, on held-out
 queries drawn from the same mixture (not rows of the index).
@@ -39,7 +42,7 @@ import click
 import numpy as np
 
 from spyglass.cli.options import ByteSize
-from spyglass.settings import VectorSearchSettings
+from spyglass.settings import VectorIndexKind, VectorSearchSettings
 from spyglass.store.ivf import IvfVectorStore, available_memory, exact_top
 from spyglass.store.local import LocalVectorStore
 
@@ -237,6 +240,9 @@ def measure(
         searcher = _Rclip(path, dims, rows)
     elif method == "faiss_flat":
         searcher = LocalVectorStore(path, SPACE, dims, rows)
+    elif method == "milvus":
+        assert isinstance(settings, BenchSettings)
+        searcher = _milvus_store(settings.milvus_url, path, dims, rows)
     else:
         searcher = IvfVectorStore(path, SPACE, dims, rows, settings=settings)
 
@@ -259,7 +265,8 @@ def measure(
         figures[f"p99_ms{suffix}"] = float(np.percentile(ms, 99))
     # The exact baselines answer only as many batches as cover their single queries: at
     # 1M rows FAISS's flat index takes minutes over a thousand queries.
-    answered = queries[: max(single_queries, _BATCH)] if method != "spyglass" else queries
+    everything = method in ("spyglass", "milvus")
+    answered = queries if everything else queries[: max(single_queries, _BATCH)]
     if method == "rclip":  # one query at a time is all rclip does
         answered = queries[:single_queries]
         answers = [top(answered[i : i + 1], 10) for i in range(len(answered))]
@@ -278,10 +285,76 @@ def measure(
     return figures
 
 
-def measure_apart(*args: Any) -> dict[str, Any]:
-    """:func:`measure` in a fresh (spawned) process."""
+@dataclass(frozen=True)
+class BenchSettings(VectorSearchSettings):
+    """The approximate store's settings, and where the Milvus method's rows live."""
+
+    milvus_url: str = ""
+    #: The Milvus index: ``auto`` (by size, as an index would have it: HNSW from
+    #: 100,000 rows), ``exact`` (FLAT) or ``approximate`` (HNSW).
+    milvus_kind: VectorIndexKind = "auto"
+
+
+def _milvus_store(
+    url: str,
+    folder: Path,
+    dims: int,
+    rows: int,
+    writer: bool = False,
+    kind: VectorIndexKind = "auto",
+) -> Any:
+    from spyglass.store.milvus import MilvusVectorStore, parse_milvus_url
+
+    return MilvusVectorStore(
+        parse_milvus_url(url, folder),
+        SPACE,
+        dims,
+        rows,
+        writer=writer,
+        owner="bench" if writer else None,
+        settings=VectorSearchSettings(kind=kind),
+    )
+
+
+def load_milvus(
+    url: str, folder: str, dims: int, rows: int, kind: VectorIndexKind = "auto"
+) -> dict[str, Any]:
+    """Copy the written rows into Milvus (unless it holds them already) and let the
+    store build its index; returns seconds. Runs in a fresh process: Milvus Lite lets
+    one process at a time open its file, and the measuring process is another."""
+    from spyglass.store.migrate import read_rows
+    from spyglass.store.milvus import release_lite
+
+    path = Path(folder)
+    started = time.perf_counter()
+    # Opened to read first: a writer would delete the rows its catalogue (none) lacks.
+    store = _milvus_store(url, path, dims, 0)
+    reused = store.stored_rows() == rows
+    store.close()
+    # A previous run's rows are kept (the writer only checks them and the index type).
+    store = _milvus_store(url, path, dims, rows if reused else 0, writer=True, kind=kind)
+    try:
+        if not reused:
+            for start in range(0, rows, _CHUNK):
+                stop = min(start + _CHUNK, rows)
+                owners, vectors = read_rows(path, SPACE, dims, start, stop)
+                store.add(owners, vectors)
+                store.flush()
+        summary = store.describe().summary
+    finally:
+        store.close()
+        # This runs in a pool's worker, which is terminated without exit handlers.
+        release_lite(store.location)
+    return {
+        "milvus_load_s": None if reused else time.perf_counter() - started,
+        "milvus_index": summary,
+    }
+
+
+def measure_apart(*args: Any, function: Callable[..., dict[str, Any]] = measure) -> dict[str, Any]:
+    """:func:`measure` (or ``function``) in a fresh (spawned) process."""
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(measure, args)
+        result: dict[str, Any] = pool.apply(function, args)
     return result
 
 
@@ -338,16 +411,27 @@ def run(
     }
     methods = {}
     skipped = {}
+    milvus_url = settings.milvus_url if isinstance(settings, BenchSettings) else ""
+    if milvus_url:
+        say(f"loading {rows:,} vectors into {milvus_url}")
+        kind = settings.milvus_kind if isinstance(settings, BenchSettings) else "auto"
+        results.update(
+            measure_apart(milvus_url, str(folder), dims, rows, kind, function=load_milvus)
+        )
     for method, single in (
         ("spyglass", queries),
+        ("milvus", queries),
         ("faiss_flat", baseline_queries),
         ("bruteforce_numpy", baseline_queries),
         ("rclip", max(1, baseline_queries // 5)),
     ):
-        if method != "spyglass" and not baselines:
+        if method == "milvus" and not milvus_url:
+            continue
+        if method not in ("spyglass", "milvus") and not baselines:
             continue
         needed, available = rows * dims * 4, available_memory()
-        if method != "spyglass" and available is not None and needed > available // 2:
+        exact = method not in ("spyglass", "milvus")
+        if exact and available is not None and needed > available // 2:
             # The exact baselines hold every row as float32: at 10M x 512 that is 20 GB,
             # which is the problem the approximate store exists to solve.
             skipped[method] = (
@@ -367,6 +451,8 @@ def run(
     results.update(ours)
     for name, figures in methods.items():
         short = {"faiss_flat": "flat", "bruteforce_numpy": "bruteforce"}.get(name, name)
+        # Ratios of each method's p50 to the embedded approximate store's, from the same
+        # run: above 1, the embedded store is faster.
         results[f"speedup_vs_{short}"] = figures["p50_ms"] / ours["p50_ms"]
         results[f"speedup_vs_{short}_k100"] = figures["p50_ms_k100"] / ours["p50_ms_k100"]
         if figures["batch_qps"] is not None:
@@ -478,6 +564,22 @@ def _print(results: dict[str, Any]) -> None:
     help="With --folder: measure the index a previous run saved there, if it covers the "
     "same rows, instead of building it again (build_s is then null).",
 )
+@click.option(
+    "--milvus",
+    "milvus_url",
+    default=None,
+    metavar="URL",
+    help="Also measure the Milvus store over the same rows: 'lite' (Milvus Lite, a file "
+    "in the folder), milvus:///path/file.db, or milvus://HOST:PORT/COLLECTION.",
+)
+@click.option(
+    "--milvus-index",
+    type=click.Choice(["auto", "FLAT", "HNSW"]),
+    default="auto",
+    show_default=True,
+    help="The Milvus index: by size as an index would have it (HNSW from 100,000 rows), "
+    "or the one named.",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write results as JSON.")
@@ -508,6 +610,8 @@ def command(
     folder: Path | None,
     baselines: bool,
     reuse_index: bool,
+    milvus_url: str | None,
+    milvus_index: str,
     seed: int,
     as_json: bool,
     out: str | None,
@@ -525,8 +629,9 @@ def command(
         dims = mixture.dims
     else:
         mixture = VectorMixture.synthetic(dims, clusters=clusters, seed=seed)
-    settings = replace(
-        VectorSearchSettings(kind="approximate", build_in_background=False),
+    settings = BenchSettings(
+        kind="approximate",
+        build_in_background=False,
         nprobe=nprobe,
         codes=codes,
         memory_budget=memory_budget,
@@ -536,6 +641,10 @@ def command(
         scratch = tempfile.mkdtemp(prefix="spyglass-bench-search-")
         folder = Path(scratch)
     folder.mkdir(parents=True, exist_ok=True)
+    if milvus_url:
+        url = f"milvus://{folder.absolute()}/milvus.db" if milvus_url == "lite" else milvus_url
+        kinds: dict[str, VectorIndexKind] = {"FLAT": "exact", "HNSW": "approximate"}
+        settings = replace(settings, milvus_url=url, milvus_kind=kinds.get(milvus_index, "auto"))
     try:
         results = run(
             rows,

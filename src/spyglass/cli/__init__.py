@@ -15,7 +15,11 @@ Exit status:
 3    index problem: no index, an empty index, another model's index, locked
 4    model problem: unknown model, a missing extra, a model that fails to load
 5    cannot serve: the port is in use, the address is not on this machine, or
-     binding it is not permitted
+     binding it is not permitted; cannot reach the Ray cluster of ``--ray``
+6    `spyglass verify`: the case file was edited or its search gives other
+     results; `spyglass audit verify`: the chain breaks (docs/casework.md)
+7    `spyglass verify`: the same results, but a result's file changed or is
+     gone; `spyglass audit verify`: the last line is torn (a crash mid-write)
 130  interrupted (Ctrl+C); work committed so far is kept
 ==== ==========================================================================
 """
@@ -101,13 +105,17 @@ COMMANDS = {
     "index": "spyglass.cli.indexing:index_command",
     "search": "spyglass.cli.searching:search_command",
     "info": "spyglass.cli.indexing:info_command",
-    "models": "spyglass.cli.searching:models_command",
+    "models": "spyglass.cli.models:models_group",
     "export-onnx": "spyglass.cli.export:export_onnx_command",
     "demo": "spyglass.cli.demo:demo_command",
     "eval": "spyglass.cli.evaluate:eval_command",
     "serve": "spyglass.cli.serve:serve_command",
     "bench": "spyglass.cli.bench:bench_group",
     "train": "spyglass.cli.train:train_group",
+    "duplicates": "spyglass.cli.casework:duplicates_command",
+    "verify": "spyglass.cli.casework:verify_command",
+    "audit": "spyglass.cli.casework:audit_group",
+    "saved": "spyglass.cli.casework:saved_group",
 }
 
 

@@ -85,8 +85,50 @@ def summary(report: IngestReport) -> str:
     return f"indexed: {', '.join(parts)} in {report.seconds:.1f} s{rate}"
 
 
+def copy_index_to(
+    paths: tuple[str, ...],
+    index_dir: str,
+    destination: str,
+    memory_budget: int | None,
+    *,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """``spyglass index --copy-to URL``: the index's vectors and catalogue into a new
+    index at URL (Milvus), nothing embedded again."""
+    from spyglass.store.migrate import copy_index
+
+    if paths:
+        raise click.UsageError(
+            "--copy-to copies an existing index and takes no PATHS: index them first "
+            "(or afterwards, with --index URL)"
+        )
+
+    def told(space: str, done: int, total: int) -> None:
+        if not (quiet or as_json):
+            click.echo(f"copied {done:,} of {total:,} rows of {space}", err=True)
+
+    report = copy_index(
+        index_dir,
+        destination,
+        vector_search=vector_search_settings(memory_budget),
+        progress=told,
+    )
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"destination": report.destination, "images": report.images, "rows": report.rows}
+            )
+        )
+    else:
+        rows = ", ".join(f"{space} {count:,}" for space, count in report.rows.items())
+        click.echo(f"copied: {report.images:,} images ({rows} rows) to {report.destination}")
+        click.echo(f'search it with: spyglass search --index {report.destination} "..."')
+
+
 @click.command("index")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+# Not required by click: --copy-to takes none (the check is in the command).
+@click.argument("paths", nargs=-1, type=click.Path())
 @index_option
 @model_option
 @device_option
@@ -108,6 +150,25 @@ def summary(report: IngestReport) -> str:
     "found (costs 1+G*G embeddings per image; fixed when the index is created).",
 )
 @memory_budget_option
+@click.option(
+    "--copy-to",
+    "copy_to",
+    default=None,
+    metavar="URL",
+    help="Instead of indexing PATHS: copy the index (--index) into a new one at URL, "
+    "e.g. milvus://HOST:PORT/COLLECTION or milvus:///path/file.db, without embedding "
+    "again; searches then give the same results with --index URL.",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    default=None,
+    metavar="ADDRESS|local[N]",
+    help="Decode and embed on a Ray cluster's workers (one per GPU, else per CPU): "
+    "HOST:PORT of its head node, ray://HOST:PORT, auto, or local[N] to start N worker "
+    "processes here. This process still scans and commits; a worker that dies loses "
+    'only its batch. Needs pip install "spyglass[ray]".',
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def index_command(
@@ -122,8 +183,15 @@ def index_command(
     memory_budget: int | None,
     quiet: bool,
     as_json: bool,
+    copy_to: str | None,
+    ray_address: str | None = None,
 ) -> None:
     """Index the images under PATHS (folders or files), incrementally."""
+    if copy_to is not None:
+        copy_index_to(paths, index_dir, copy_to, memory_budget, quiet=quiet, as_json=as_json)
+        return
+    if not paths:
+        raise click.UsageError("Missing argument 'PATHS...'.")
     settings = IngestSettings()
     if batch_size:
         settings = replace(settings, batch_size=batch_size)
@@ -135,9 +203,17 @@ def index_command(
         settings = replace(settings, crop_grid=crops)
     # Before the index is created: a typo must leave nothing behind.
     check_paths_to_index(paths, index_dir)
+    runtime = runtime_settings(device, quiet=quiet)
+    cluster = None
+    if ray_address is not None:
+        from spyglass.ingest.ray_cluster import RayCluster, RaySettings
+
+        # Also before the index is created: a wrong address leaves nothing behind.
+        cluster = RayCluster(RaySettings.parse(ray_address), runtime).connect()
+        click.get_current_context().call_on_close(cluster.close)
     engine = Spyglass.open(
         index_dir,
-        runtime=runtime_settings(device, quiet=quiet),
+        runtime=runtime,
         model=model,
         writable=True,
         ingest_settings=settings,
@@ -145,7 +221,10 @@ def index_command(
     )
     with engine:
         with ProgressBar(quiet or as_json) as bar:
-            report = engine.add(list(paths), progress=bar)
+            if cluster is None:
+                report = engine.add(list(paths), progress=bar)
+            else:
+                report = engine.add_on_ray(list(paths), cluster, progress=bar)
         # Not an error: re-indexing a folder whose photos were all deleted is how they
         # leave the index, and a scheduled run should not fail for it.
         for path in engine.paths_without_images(list(paths)):

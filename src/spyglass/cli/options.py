@@ -27,7 +27,9 @@ def index_option(function: F) -> F:
         # Read when the command runs, so that HOME and XDG_DATA_HOME are those of the run.
         default=lambda: str(default_index_folder(os.environ)),
         type=click.Path(file_okay=False),
-        help="Index directory (or set SPYGLASS_INDEX). Default: spyglass/index in the "
+        help="Index directory, or milvus:///path/file.db (Milvus Lite) or "
+        "milvus://HOST:PORT/COLLECTION to keep the vectors in Milvus (docs/scale-out.md) "
+        "(or set SPYGLASS_INDEX). Default: spyglass/index in the "
         "per-user data folder ($XDG_DATA_HOME or ~/.local/share on Linux, ~/Library/"
         "Application Support on macOS, %LOCALAPPDATA% on Windows).",
     )(function)

@@ -1,4 +1,4 @@
-"""`spyglass search` and `spyglass models`."""
+"""`spyglass search`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from spyglass.cli.options import (
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery, UnknownImageId
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
+from spyglass.search import SearchResult
 
 
 def build_terms(
@@ -155,6 +156,28 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
     is_flag=True,
     help="Print only the paths, one per line, best first (for piping).",
 )
+@click.option(
+    "--collapse-duplicates",
+    is_flag=True,
+    help="Show each group of near-duplicates once, as its best-ranked member, with the "
+    "group's size (see `spyglass duplicates`).",
+)
+@click.option(
+    "--export",
+    "export_to",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the results as a case file: FILE.json (complete, checked by "
+    "`spyglass verify`) or FILE.csv (flat, for spreadsheets).",
+)
+@click.option(
+    "--audit",
+    "audit_log",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Append this search (and its export) to an audit log (JSON Lines, each entry "
+    "chained to the one before by SHA-256; check it with `spyglass audit verify`).",
+)
 @model_option
 @device_option
 @memory_budget_option
@@ -175,6 +198,9 @@ def search_command(
     min_score: float | None,
     as_json: bool,
     paths_only: bool,
+    collapse_duplicates: bool,
+    export_to: str | None,
+    audit_log: str | None,
     model: str | None,
     device: str | None,
     memory_budget: int | None,
@@ -189,6 +215,10 @@ def search_command(
         raise click.UsageError(
             "--json and --paths cannot be combined: choose one", click.get_current_context()
         )
+    if export_to is not None:
+        from spyglass.casework.casefile import case_format
+
+        case_format(export_to)  # a wrong suffix is told before the search, not after
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
@@ -210,9 +240,32 @@ def search_command(
         )
         for note in engine.query_notes(query):
             click.echo(f"note: {note}", err=True)
-        results = engine.search(query)
+        if collapse_duplicates or export_to or audit_log:
+            from spyglass.cli.casework import record_search
+
+            groups = record_search(engine, query, collapse_duplicates, export_to, audit_log)
+            results = [g.result for g in groups]
+            group_sizes = [g.group_size for g in groups] if collapse_duplicates else None
+        else:
+            results, group_sizes = engine.search(query), None
+    print_results(results, as_json=as_json, paths_only=paths_only, group_sizes=group_sizes)
+
+
+def print_results(
+    results: list[SearchResult],
+    *,
+    as_json: bool = False,
+    paths_only: bool = False,
+    group_sizes: list[int] | None = None,
+) -> None:
+    """Results on stdout: a JSON array, the paths alone, or score, #id and path a line.
+    ``group_sizes``: the near-duplicate group each result stands for (collapsed)."""
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        documents = [r.to_json() for r in results]
+        if group_sizes is not None:
+            for document, size in zip(documents, group_sizes, strict=True):
+                document["group_size"] = size
+        click.echo(json.dumps(documents, indent=2))
         return
     if not results:
         click.echo("no results", err=True)
@@ -221,56 +274,9 @@ def search_command(
             click.echo(result.path)
         return
     id_width = max((len(str(r.image_id)) for r in results), default=0)
-    for result in results:
+    for n, result in enumerate(results):
         copies = f"  (+{len(result.paths) - 1} copies)" if len(result.paths) > 1 else ""
+        if group_sizes is not None and group_sizes[n] > 1:
+            copies += f"  (+{group_sizes[n] - 1} near-duplicates)"
         image_id = f"#{result.image_id}".ljust(id_width + 1)
         click.echo(f"{result.score:8.4f}  {image_id}  {result.path}{copies}")
-
-
-@click.command("models")
-@click.option("--json", "as_json", is_flag=True)
-def models_command(as_json: bool) -> None:
-    """List the named models and the query methods."""
-    from spyglass.encoders import model_names
-    from spyglass.query.methods import DEFAULT_METHOD, DEFAULT_METHODS, TASKS, method_names
-    from spyglass.query.rerank import (
-        describe_default_reranker,
-        reranker_names,
-        resolve_reranker,
-    )
-
-    models = {name: spec.get("about", "") for name, spec in model_names().items()}
-    methods = method_names()
-    rerankers = reranker_names()
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "models": models,
-                    "methods": methods,
-                    "default_method": DEFAULT_METHOD,
-                    "default_methods": DEFAULT_METHODS,
-                    "rerankers": rerankers,
-                    "default_rerankers": {t: resolve_reranker("default", t) for t in TASKS},
-                    "default_reranker_rules": {t: describe_default_reranker(t) for t in TASKS},
-                },
-                indent=2,
-            )
-        )
-        return
-    click.echo("models (--model):")
-    for name, about in models.items():
-        click.echo(f"  {name:24} {about}")
-    click.echo(
-        "  or a local CLIP/SigLIP checkpoint directory, an ONNX export directory, or a hub id"
-    )
-    click.echo("methods (--method):")
-    for name, about in methods.items():
-        click.echo(f"  {name:24} {about}")
-    click.echo("re-rankings (--rerank):")
-    for name, about in rerankers.items():
-        click.echo(f"  {name:24} {about}")
-    click.echo("defaults, by kind of query (what --method/--rerank default means):")
-    for task in TASKS:
-        rerank = describe_default_reranker(task)
-        click.echo(f"  {task:24} method {DEFAULT_METHODS[task]}, re-ranking {rerank}")

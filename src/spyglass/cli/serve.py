@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -139,6 +140,24 @@ def read_token_file(path: str, ctx: click.Context) -> str:
     "compute at once, cheap ones (text) before costly ones (image embedding, marks, "
     "re-ranking), which always keep one; the others queue.",
 )
+@click.option(
+    "--refresh-seconds",
+    type=click.FloatRange(0.1, 86_400),
+    default=10.0,
+    show_default=True,
+    help="Seconds between looks for images that another process (a running `spyglass "
+    "index`) has committed to the index; each look is one small catalogue query.",
+)
+@click.option(
+    "--audit",
+    "audit_log",
+    type=click.Path(dir_okay=False),
+    envvar="SPYGLASS_AUDIT_LOG",
+    default=None,
+    help="Append every search and export to this audit log (JSON Lines, each entry "
+    "chained to the one before by SHA-256; check it with `spyglass audit verify`). "
+    "Default: no log (or SPYGLASS_AUDIT_LOG).",
+)
 @device_option
 @memory_budget_option
 def serve_command(
@@ -155,6 +174,8 @@ def serve_command(
     body_timeout: float,
     max_connections: int,
     cores: int | None,
+    refresh_seconds: float,
+    audit_log: str | None,
     device: str | None,
     memory_budget: int | None,
 ) -> None:
@@ -205,6 +226,8 @@ def serve_command(
             cache_dir=runtime.cache_dir,
             body_timeout=body_timeout,
             cores=cores,
+            refresh_seconds=refresh_seconds,
+            audit_log=Path(audit_log).expanduser().absolute() if audit_log else None,
         )
         with Spyglass.open(
             index_dir,

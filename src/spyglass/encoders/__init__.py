@@ -3,6 +3,10 @@
 A model spec is a name from ``models.json``, a local directory (a Hugging Face CLIP or
 SigLIP checkpoint, or an ONNX export with visual and textual models), or a Hugging Face
 hub id (``org/name``) already in the local hub cache.
+
+A name with a ``pull`` entry loads from the folder ``spyglass models pull NAME`` filled
+(``{cache_dir}/pulled/NAME``, see :mod:`spyglass.encoders.hub`) when it is there, else
+from the local Hugging Face cache; loading never downloads.
 """
 
 from __future__ import annotations
@@ -76,10 +80,34 @@ def _spec_for_directory(path: Path) -> dict[str, Any]:
 def load_encoder(spec: str | Mapping[str, Any], settings: RuntimeSettings) -> Encoder:
     """Load an encoder from a model name/path/hub id or a recorded spec dict."""
     resolved = resolve_spec(spec) if isinstance(spec, str) else dict(spec)
+    resolved = with_pulled_folder(resolved, settings)
     kind = resolved.get("kind")
     if kind not in LOADERS:
         raise ModelNotFound(f"unknown model kind {kind!r} in model spec {resolved}")
     module = importlib.import_module(LOADERS[kind])
-    config = {k: v for k, v in resolved.items() if k not in ("about",)}
+    config = {k: v for k, v in resolved.items() if k not in ("about", "pull")}
     encoder: Encoder = module.load(config, settings)
     return encoder
+
+
+def with_pulled_folder(spec: dict[str, Any], settings: RuntimeSettings) -> dict[str, Any]:
+    """A named model's spec pointed at its pulled folder (``path``) when the files are
+    there. A pullable model found neither there nor in the local Hugging Face cache
+    fails at once with one line saying how to get it (pull, or copy by hand)."""
+    name = spec.get("name")
+    named = model_names().get(str(name)) if name and "path" not in spec else None
+    if named is None or "pull" not in named:
+        return spec
+    from spyglass.encoders.checkpoint import hub_snapshot
+    from spyglass.encoders.hub import PullPlan, is_pulled, not_pulled_message, pulled_folder
+
+    plan = PullPlan.from_spec(str(name), named)
+    if is_pulled(plan, settings.cache_dir):
+        return {**spec, "path": str(pulled_folder(settings.cache_dir, plan.name))}
+    try:
+        hub_snapshot(plan.repo)
+    except ModelNotFound:
+        raise ModelNotFound(
+            not_pulled_message(plan, settings.cache_dir, settings.hub_url)
+        ) from None
+    return spec

@@ -70,6 +70,25 @@ class EncoderInfo:
         return f"'{self.name}' (version {self.version}; {dims})"
 
 
+def mismatch_message(folder: object, recorded: EncoderInfo, wanted: EncoderInfo) -> str:
+    """One line for an index whose vectors another encoder made. Versions read
+    ``<generation>-<config hash>``: another generation of the same model makes other
+    vectors for the same settings, so the index must be rebuilt; another model, or the
+    same one set up otherwise, needs ``--model``."""
+    generations = [v.split("-", 1)[0] for v in (recorded.version, wanted.version)]
+    newer = all(g.isdigit() for g in generations) and generations[0] != generations[1]
+    if recorded.name == wanted.name and newer:
+        return (
+            f"index {folder} was built by version {recorded.version} of model "
+            f"'{recorded.name}', whose vectors this Spyglass no longer makes (version "
+            f"{wanted.version}): re-index: remove {folder} and run spyglass index again"
+        )
+    return (
+        f"index {folder} was built with model {recorded.describe()}, not "
+        f"{wanted.describe()}; use --model {recorded.name} or another --index"
+    )
+
+
 @runtime_checkable
 class Encoder(Protocol):
     """Texts and images to unit vectors.

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -159,7 +159,7 @@ class Ingest:
         windows: list[Region],
     ) -> None:
         settings = self.settings
-        catalogue = self.index.catalogue
+        outcomes = Outcomes(self.index, writer, report, known)
         done = 0
         total = len(todo)
         self._notify("indexing", 0, total, report)
@@ -171,11 +171,6 @@ class Ingest:
         #: flushes them first).
         in_flight: set[str] = set()
 
-        def skip(file: FoundFile, error: ImageRejected) -> None:
-            entry = SkippedFile(file.path, error.reason, str(error))
-            writer.add_skipped(entry, file.size, file.mtime_ns, was_indexed=file.path in known)
-            report.skipped.append(entry)
-
         def embed(pending: DecodeBatch) -> None:
             decoded: list[tuple[int, DecodedFile]] = []
             for row, item in enumerate(pending.items):
@@ -183,25 +178,13 @@ class Ingest:
                 try:
                     decoded.append((row, item.result()))
                 except ImageRejected as error:
-                    skip(item.read.file, error)
+                    outcomes.skip(item.read.file, error)
             ready = [d for _, d in decoded]
             if ready:
-                vectors: dict[str, SpaceRows] = dict(
-                    self.encoder.embed_pixels(pending.pixels(decoded))
+                vectors = embed_decoded(
+                    self.encoder, pending.pixels(decoded), ready, settings.batch_size
                 )
-                if windows:
-                    vectors.update(self._embed_crops(ready, len(windows)))
-                writer.add_embedded(
-                    [NewImage(d.read.content_hash, d.width, d.height, d.format) for d in ready],
-                    [(d.read.file.path, d.read.file.size, d.read.file.mtime_ns) for d in ready],
-                    vectors,
-                )
-                report.embedded += len(ready)
-                for d in ready:
-                    if d.read.file.path in known:
-                        report.changed += 1
-                    else:
-                        report.added += 1
+                outcomes.embedded([(d.read.file, new_image(d)) for d in ready], vectors)
 
         def flush() -> None:
             nonlocal batch
@@ -223,42 +206,18 @@ class Ingest:
                 for file, outcome in reads:
                     done += 1
                     if isinstance(outcome, ImageRejected):
-                        skip(file, outcome)
+                        outcomes.skip(file, outcome)
                         continue
                     if isinstance(outcome, BaseException):
                         raise outcome
                     read = outcome
-                    previous = known.get(file.path)
-                    existing = catalogue.images_by_hash([read.content_hash]).get(read.content_hash)
-                    pending = writer.pending_position(read.content_hash)
-                    if existing is not None:
-                        writer.add_linked(FileState(file.path, existing, file.size, file.mtime_ns))
-                        if previous is None:
-                            report.linked += 1
-                        elif previous.image_id != existing:
-                            report.changed += 1
-                        else:
-                            report.unchanged += 1  # touched, same bytes
-                    elif pending is not None:
-                        writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, pending)
-                        report.linked += 1
+                    if outcomes.link_if_indexed(file, read.content_hash):
+                        pass
                     elif read.content_hash in in_flight:
                         # A copy of a file being decoded: embed it once, now, and link this
                         # one to its position once it is added.
                         flush()
-                        position = writer.pending_position(read.content_hash)
-                        if position is not None:
-                            writer.add_copy_of_pending(
-                                file.path, file.size, file.mtime_ns, position
-                            )
-                            report.linked += 1
-                        else:  # its twin was refused; this copy would be too
-                            skip(
-                                file,
-                                ImageRejected(
-                                    "duplicate-of-skipped", "same bytes as a skipped file"
-                                ),
-                            )
+                        outcomes.link_to_twin(file, read.content_hash)
                     else:
                         if batch is None:
                             batch = decoder.batch()
@@ -309,17 +268,6 @@ class Ingest:
                 self.index.add_space(crop_space(space), dims)
         return grid
 
-    def _embed_crops(self, ready: list[DecodedFile], per_image: int) -> dict[str, SpaceRows]:
-        pixels = np.stack([c for d in ready for c in d.crops])
-        parts: dict[str, list[np.ndarray]] = {}
-        for start in range(0, len(pixels), self.settings.batch_size):
-            for space, rows in self.encoder.embed_pixels(
-                pixels[start : start + self.settings.batch_size]
-            ).items():
-                parts.setdefault(space, []).append(rows)
-        positions = np.repeat(np.arange(len(ready)), per_image)
-        return {crop_space(s): (positions, np.concatenate(rows)) for s, rows in parts.items()}
-
     def _notify(self, stage: str, done: int, total: int, report: IngestReport) -> None:
         if self.progress is not None:
             self.progress(
@@ -332,6 +280,105 @@ class Ingest:
                     skipped=len(report.skipped),
                 )
             )
+
+
+class Outcomes:
+    """What each file's outcome adds to the commit group and the report: one place, so
+    that every runner (this pipeline, :mod:`spyglass.ingest.ray_runner`) decides and
+    counts alike. ``known`` is what the catalogue held for the run's paths."""
+
+    def __init__(
+        self,
+        index: Index,
+        writer: GroupWriter,
+        report: IngestReport,
+        known: dict[str, FileState],
+    ) -> None:
+        self.catalogue = index.catalogue
+        self.writer = writer
+        self.report = report
+        self.known = known
+
+    def skip(self, file: FoundFile, error: ImageRejected) -> None:
+        entry = SkippedFile(file.path, error.reason, str(error))
+        self.writer.add_skipped(
+            entry, file.size, file.mtime_ns, was_indexed=file.path in self.known
+        )
+        self.report.skipped.append(entry)
+
+    def link_if_indexed(self, file: FoundFile, content_hash: str) -> bool:
+        """Link ``file`` to its content when that is committed already or waits in the
+        group being gathered (a rename, a copy, a touched file): True then, False when
+        the content must be embedded."""
+        existing = self.catalogue.images_by_hash([content_hash]).get(content_hash)
+        if existing is not None:
+            self.writer.add_linked(FileState(file.path, existing, file.size, file.mtime_ns))
+            previous = self.known.get(file.path)
+            if previous is None:
+                self.report.linked += 1
+            elif previous.image_id != existing:
+                self.report.changed += 1
+            else:
+                self.report.unchanged += 1  # touched, same bytes
+            return True
+        pending = self.writer.pending_position(content_hash)
+        if pending is not None:
+            self.writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, pending)
+            self.report.linked += 1
+            return True
+        return False
+
+    def link_to_twin(self, file: FoundFile, content_hash: str) -> None:
+        """``file`` has the bytes of a file that was in flight when it was read, and whose
+        outcome is in the group now: link it, or skip it as its twin was skipped."""
+        position = self.writer.pending_position(content_hash)
+        if position is not None:
+            self.writer.add_copy_of_pending(file.path, file.size, file.mtime_ns, position)
+            self.report.linked += 1
+        else:  # its twin was refused; this copy would be too
+            self.skip(file, ImageRejected("duplicate-of-skipped", "same bytes as a skipped file"))
+
+    def embedded(
+        self, ready: Sequence[tuple[FoundFile, NewImage]], vectors: Mapping[str, SpaceRows]
+    ) -> None:
+        """Add embedded files: ``vectors`` holds their rows in the order of ``ready``."""
+        self.writer.add_embedded(
+            [image for _, image in ready],
+            [(file.path, file.size, file.mtime_ns) for file, _ in ready],
+            vectors,
+        )
+        self.report.embedded += len(ready)
+        for file, _ in ready:
+            if file.path in self.known:
+                self.report.changed += 1
+            else:
+                self.report.added += 1
+
+
+def new_image(decoded: DecodedFile) -> NewImage:
+    """The catalogue's record of a decoded file's content."""
+    return NewImage(decoded.read.content_hash, decoded.width, decoded.height, decoded.format)
+
+
+def embed_decoded(
+    encoder: Encoder, pixels: np.ndarray, ready: Sequence[DecodedFile], batch_size: int
+) -> dict[str, SpaceRows]:
+    """Vectors of decoded files: ``pixels`` is their stacked encoder input (n, ...) in
+    order. Returns {space: (n, dims) float32} and, when the files carry crops,
+    {crop space: (positions (m,) int, rows (m, dims) float32)}, crops embedded
+    ``batch_size`` at a time."""
+    vectors: dict[str, SpaceRows] = dict(encoder.embed_pixels(pixels))
+    per_image = len(ready[0].crops) if ready else 0
+    if per_image:
+        crops = np.stack([c for d in ready for c in d.crops])
+        parts: dict[str, list[np.ndarray]] = {}
+        for start in range(0, len(crops), batch_size):
+            for space, part in encoder.embed_pixels(crops[start : start + batch_size]).items():
+                parts.setdefault(space, []).append(part)
+        positions = np.repeat(np.arange(len(ready)), per_image)
+        for space, pieces in parts.items():
+            vectors[crop_space(space)] = (positions, np.concatenate(pieces))
+    return vectors
 
 
 T = TypeVar("T")

@@ -19,13 +19,14 @@ Images marked good or bad join as image terms of weight +1 / -1, as in ``sum``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from spyglass.errors import InvalidQuery
+from spyglass.query.fusion import scores_over, union_of
 from spyglass.query.methods import (
     EmbeddedTerm,
     RankContext,
@@ -280,19 +281,6 @@ def fuse_scores(image_scores: np.ndarray, text_scores: np.ndarray, text_share: f
     return (1.0 - text_share) * standardize(image_scores) + text_share * standardize(text_scores)
 
 
-def _candidate_scores(
-    context: RankContext, space: str, query: np.ndarray, candidates: Sequence[int], listed: Ranking
-) -> np.ndarray:
-    """Each candidate's score in ``space``: from the list where it was found, else the
-    whole-image cosine from its stored vector."""
-    known = dict(listed)
-    missing = np.array([c for c in candidates if c not in known], np.int64)
-    if len(missing):
-        rows = context.index.stores[space].fetch(missing) @ query
-        known.update(zip(missing.tolist(), rows.tolist(), strict=True))
-    return np.array([known[c] for c in candidates], np.float64)
-
-
 @register(
     "late-fusion",
     "image-only space for the reference, joint space for the text, z-scores fused per image",
@@ -326,18 +314,19 @@ def rank_late_fusion(context: RankContext, k: int) -> Ranking:
     text_query = parts.searched(parts.text, text_space)
     by_image = context.search(image_space, image_query, depth)
     by_text = context.search(text_space, text_query, depth)
-    candidates = sorted({i for i, _ in by_image} | {i for i, _ in by_text})
-    if not candidates:
+    candidates = union_of(by_image, by_text)
+    if not len(candidates):
         return []
+    stores = context.index.stores
     fused = fuse_scores(
-        _candidate_scores(context, image_space, image_query, candidates, by_image),
-        _candidate_scores(context, text_space, text_query, candidates, by_text),
+        scores_over(stores[image_space], image_query, candidates, by_image),
+        scores_over(stores[text_space], text_query, candidates, by_text),
         parts.text_share,
     )
     # By fused score, ties by id: the order a sort on (-score, id) gives, without a
     # Python key call per candidate (up to 2 x LATE_FUSION_DEPTH of them).
-    order = np.lexsort((np.asarray(candidates, np.int64), -fused))[:k]
-    return [(candidates[i], float(fused[i])) for i in order.tolist()]
+    order = np.lexsort((candidates, -fused))[:k]
+    return [(int(candidates[i]), float(fused[i])) for i in order.tolist()]
 
 
 # -- Pic2Word ---------------------------------------------------------------------------

@@ -25,13 +25,16 @@ the marked ids so the same feedback gives the same ranking.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from spyglass.errors import InvalidQuery
+from spyglass.query.fusion import scores_over, union_of
 from spyglass.query.methods import RankContext, Ranking, register, weighted_sum
+from spyglass.query.svm import fit_svm
 from spyglass.store.base import VectorStore
 
 #: Random index images used as negatives by the learned models.
@@ -60,6 +63,9 @@ SVM_TEXT_LAMBDA_Q = 1000.0
 #: SeeSaw-style logistic model: prior w0 = SEESAW_SCALE * q, pulled by SEESAW_LAMBDA.
 SEESAW_SCALE = 10.0
 SEESAW_LAMBDA = 1.0
+#: SeeSaw's reference model (``orm011/seesaw``, ``LogisticRegresionPT`` as its
+#: experiments call it): reg_lambda = 1, classes balanced by a positive weight.
+SEESAW_REFERENCE_LAMBDA = 1.0
 #: Half-width of the quadratic part of the smoothed hinge (see ``smooth_hinge``).
 HINGE_SMOOTHING = 0.1
 #: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
@@ -144,6 +150,10 @@ class OwnersByRow(Protocol):
         """(rows,) int64: the owner of every row, in row order."""
         ...
 
+    def hidden_owners(self) -> AbstractSet[int]:
+        """The owners hidden now (O(1) membership tests)."""
+        ...
+
 
 def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray | None:
     """(count,) int64 sorted: distinct visible owners of ``store``, none of ``marked``,
@@ -159,12 +169,12 @@ def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np
     least 1/16), so work per call is at most about ``SAMPLE_ROUNDS`` x 16 x ``count``
     positions and set look-ups, whatever the number of rows. Seeded by the number of
     rows and the marked ids."""
-    hidden = getattr(store, "_hidden", None)
     # The store protocol cannot say whether an owner is hidden without listing every
-    # visible owner; the local stores (exact and approximate) keep the hidden ones in a
-    # set. Other stores are sampled from the list.
-    if not isinstance(store, OwnersByRow) or not isinstance(hidden, set):
+    # visible owner; the local stores (exact and approximate) can. Other stores are
+    # sampled from the list.
+    if not isinstance(store, OwnersByRow):
         return None
+    hidden = store.hidden_owners()
     row_owners = store.owners()
     rows = len(row_owners)
     if rows == 0:
@@ -194,17 +204,21 @@ def build_examples(
     marked_negatives: np.ndarray,
     random_negatives: np.ndarray,
     dtype: type[np.floating] = np.float32,
+    balanced: bool = True,
 ) -> Examples:
     """Stack the examples and weigh them as an SVM's C * sum of losses, n examples in all.
 
     Images marked good and random images are balanced (scikit-learn's
     ``class_weight="balanced"``, the exemplar-SVM recipe): each side holds n/2. An image
     marked bad weighs what one marked good does: the user's marks count alike whichever
-    way they go, and a few of them are not drowned by a thousand random images."""
+    way they go, and a few of them are not drowned by a thousand random images. With
+    ``balanced=False`` every example weighs 1 (Moll's literal loss)."""
     vectors = np.concatenate([positives, marked_negatives, random_negatives]).astype(dtype)
     labels = np.concatenate(
         [np.ones(len(positives)), -np.ones(len(marked_negatives) + len(random_negatives))]
     )
+    if not balanced:
+        return Examples(vectors, labels, np.ones(len(vectors)))
     half = len(vectors) / 2
     per_mark = half / max(len(positives), 1)
     weights = np.concatenate(
@@ -231,6 +245,13 @@ def smooth_hinge(z: np.ndarray, h: float = HINGE_SMOOTHING) -> tuple[np.ndarray,
     loss = np.where(z >= 1 + h, 0.0, np.where(z <= 1 - h, 1 - z, (1 + h - z) ** 2 / (4 * h)))
     grad = np.where(z >= 1 + h, 0.0, np.where(z <= 1 - h, -1.0, -(1 + h - z) / (2 * h)))
     return loss, grad
+
+
+def hinge(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hinge max(0, 1 - z) and a subgradient (-1 where z < 1, else 0): Moll's loss
+    as written. L-BFGS on it stops where its line search can no longer descend, close to
+    (not exactly at) the optimum; ``smooth_hinge`` is the differentiable variant."""
+    return np.maximum(0.0, 1.0 - z), np.where(z < 1.0, -1.0, 0.0)
 
 
 def logistic_loss(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -424,9 +445,13 @@ def _examples_for(context: RankContext, space: str, what: str) -> tuple[Examples
 
 
 def exemplar_svm(examples: Examples, positives: np.ndarray, l2: float = SVM_LAMBDA) -> np.ndarray:
-    """w (dims,) of the linear SVM: min sum_i c_i hinge(y_i (w . x_i + b)) + l2/2 ||w||^2."""
-    objective = LinearObjective(examples, smooth_hinge, l2)
-    return fit_linear(objective, positives.astype(np.float64).mean(axis=0))[:-1]
+    """w (dims,) of the linear SVM: min sum_i c_i hinge(y_i (w . x_i + b)) + l2/2 ||w||^2,
+    the hinge smoothed (``smooth_hinge``), solved by Newton's method (``query.svm``:
+    a few steps where L-BFGS took about a hundred evaluations)."""
+    start = positives.astype(np.float64).mean(axis=0)
+    return fit_svm(
+        examples.vectors, examples.labels, examples.weights, l2, start, HINGE_SMOOTHING
+    ).w
 
 
 @register(
@@ -455,41 +480,77 @@ def svm_with_text(
     text: np.ndarray,
     l2: float = SVM_TEXT_LAMBDA,
     text_weight: float = SVM_TEXT_LAMBDA_Q,
+    loss: Loss = smooth_hinge,
 ) -> np.ndarray:
     """w (dims,) minimising hinge + l2/2 ||w||^2 + text_weight (1 - cos(text, w)),
     started from the text query."""
-    objective = LinearObjective(examples, smooth_hinge, l2, text=text, text_weight=text_weight)
+    objective = LinearObjective(examples, loss, l2, text=text, text_weight=text_weight)
     return fit_linear(objective, np.asarray(text, np.float64))[:-1]
 
 
 @register(
     "svm-text",
-    "exemplar SVM pulled toward the text query (Moll 2024)",
+    "Moll's SVM + text as the post writes it: hinge, every example weight 1 (Moll 2024)",
     tasks=("feedback",),
 )
 def rank_svm_text(context: RankContext, k: int) -> Ranking:
     """Exemplar SVM + text query, after O. Moll, "Combining images with text for better
-    CLIP-based image search" (2024, oscar-moll.com/blog/2024/combined-images-and-text):
+    CLIP-based image search" (2024, oscar-moll.com/blog/2024/combined-images-and-text),
+    with the loss as the post writes it:
 
-        min_{w,b}  sum_i c_i hinge(y_i (w . x_i + b)) + lambda/2 ||w||^2
+        min_{w,b}  sum_i hinge(y_i (w . x_i + b)) + lambda/2 ||w||^2
                    + lambda_q (1 - cos(q, w))
 
-    q is the text query (unit, joint space); lambda = 10, lambda_q = 1000 as the post
-    states. Examples and weights as for ``svm``; smoothed hinge, L-BFGS from w = q.
-    Without text this is ``svm`` in the joint space; without marked images, plain text
-    search.
+    every example of weight 1: the images marked good (y = +1), those marked bad and
+    ``PSEUDO_NEGATIVES`` random index images (y = -1); q the text query (unit, joint
+    space); lambda = 10, lambda_q = 1000; the plain hinge, L-BFGS from w = q. With a
+    thousand unit-weight negatives against a few positives and lambda_q = 1000, w stays
+    next to q: here it ranks nearly as the text alone does (docs/methods.md).
+    ``svm-text-balanced`` is the variant that balances the classes. Without text this is
+    the same loss without its text term, in the joint space; without marked images,
+    plain text search.
     """
+    return _svm_text(context, k, balanced=False, loss=hinge)
+
+
+@register(
+    "svm-text-balanced",
+    "Moll's SVM + text with balanced classes and a smoothed hinge (a variant of svm-text)",
+    tasks=("feedback",),
+)
+def rank_svm_text_balanced(context: RankContext, k: int) -> Ranking:
+    """``svm-text``'s objective with two changes, not from the post:
+
+        min_{w,b}  sum_i c_i smooth_hinge(y_i (w . x_i + b)) + lambda/2 ||w||^2
+                   + lambda_q (1 - cos(q, w))
+
+    the classes are balanced as for ``svm`` (``build_examples``: the images marked good
+    hold half the loss, the random images the other half, an image marked bad weighs
+    what one marked good does) and the hinge is smoothed (``smooth_hinge``) so that
+    L-BFGS converges. lambda = 10, lambda_q = 1000, from w = q.
+    """
+    return _svm_text(context, k, balanced=True, loss=smooth_hinge)
+
+
+def _svm_text(context: RankContext, k: int, balanced: bool, loss: Loss) -> Ranking:
     space = context.info.text_space
     text = text_query(context, space)
-    if text is None:
-        examples, positives = _examples_for(context, space, "svm-text")
-        return search_direction(context, space, exemplar_svm(examples, positives), k)
     positives, negatives = marked_examples(context, space)
+    if text is None:
+        if not len(positives):
+            raise InvalidQuery("svm-text needs at least one image marked good (or a query image)")
+        random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
+        examples = build_examples(positives, negatives, random, balanced=balanced)
+        if balanced:  # ``svm`` in the joint space
+            return search_direction(context, space, exemplar_svm(examples, positives), k)
+        objective = LinearObjective(examples, loss, SVM_LAMBDA)
+        w = fit_linear(objective, positives.astype(np.float64).mean(axis=0))[:-1]
+        return search_direction(context, space, w, k)
     if not len(positives) and not len(negatives):
         return search_direction(context, space, text, k)
     random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
-    examples = build_examples(positives, negatives, random)
-    return search_direction(context, space, svm_with_text(examples, text), k)
+    examples = build_examples(positives, negatives, random, balanced=balanced)
+    return search_direction(context, space, svm_with_text(examples, text, loss=loss), k)
 
 
 def seesaw_vector(
@@ -510,11 +571,11 @@ def seesaw_vector(
 
 
 @register(
-    "seesaw",
-    "SeeSaw-style logistic model regularised toward the text query",
+    "seesaw-style",
+    "logistic model pulled toward 10 q, after SeeSaw (not its formulation: see seesaw)",
     tasks=("feedback",),
 )
-def rank_seesaw(context: RankContext, k: int) -> Ranking:
+def rank_seesaw_style(context: RankContext, k: int) -> Ranking:
     """A SeeSaw-style feedback model (O. Moll, M. Favela, S. Madden, V. Gadepally,
     J. Cafarella, "SeeSaw: Interactive Ad-hoc Search Over Image Databases", PACMMOD /
     SIGMOD 2024, arXiv:2208.06497): logistic regression on the labelled images whose
@@ -524,7 +585,9 @@ def rank_seesaw(context: RankContext, k: int) -> Ranking:
 
     with s = 10 (q at the scale of a confident logit: a cosine gap of 0.1 is one unit of
     logit) and lambda = 1. Examples and weights as for ``svm``. Without text the prior is
-    zero (plain L2-regularised logistic regression, in the image space).
+    zero (plain L2-regularised logistic regression, in the image space). Not SeeSaw's
+    own formulation (``seesaw``): no centring, an L2 pull toward s q instead of its norm
+    and angle penalties, and the random images as negatives.
     """
     space = feedback_space(context)
     text = text_query(context, space)
@@ -538,6 +601,95 @@ def rank_seesaw(context: RankContext, k: int) -> Ranking:
     random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
     examples = build_examples(positives, negatives, random)
     return search_direction(context, space, seesaw_vector(examples, text), k)
+
+
+def seesaw_reference_vector(
+    positives: np.ndarray,
+    negatives: np.ndarray,
+    text: np.ndarray | None,
+    l2: float = SEESAW_REFERENCE_LAMBDA,
+) -> np.ndarray:
+    """w (dims,) float64 of SeeSaw's logistic model on centred features.
+
+    With X the n labelled vectors (positives (p, dims) y = 1, negatives (m, dims)
+    y = 0), mu their mean and q^ the unit text query:
+
+        J(w) = 1/n sum_i c_i BCE(w . (x_i - mu), y_i)
+               + l2/n ((||w|| - 1)^2 + ||w/||w|| - q^||^2)
+
+    c_i = max(m, 1) / max(p, 1) for positives and 1 for negatives (classes balanced by a
+    positive weight), no intercept. Without text the angle term is left out (the
+    reference's "norm1" regulariser). Minimised by L-BFGS from w = q^ (or the unit
+    mean positive)."""
+    x = np.concatenate([positives, negatives]).astype(np.float64)
+    y = np.concatenate([np.ones(len(positives)), -np.ones(len(negatives))])
+    n = len(x)
+    centred = x - x.mean(axis=0)
+    c = np.where(y > 0, max(len(negatives), 1) / max(len(positives), 1), 1.0)
+    anchor = None if text is None else np.asarray(text, np.float64)
+    if anchor is not None:
+        anchor = anchor / max(float(np.linalg.norm(anchor)), 1e-12)
+    reg = l2 / n
+
+    def objective(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = y * (centred @ w)
+        loss, dloss = logistic_loss(z)
+        value = float(c @ loss) / n
+        grad = centred.T @ (c * dloss * y) / n
+        norm = max(float(np.linalg.norm(w)), 1e-12)
+        value += reg * (norm - 1.0) ** 2
+        grad += reg * 2.0 * (norm - 1.0) * w / norm
+        if anchor is not None:
+            u = w / norm
+            gap = u - anchor
+            value += reg * float(gap @ gap)
+            grad += reg * 2.0 / norm * (u * float(u @ anchor) - anchor)
+        return value, grad
+
+    if anchor is not None:
+        start = anchor
+    else:
+        mean = positives.astype(np.float64).mean(axis=0)
+        start = mean / max(float(np.linalg.norm(mean)), 1e-12)
+    return minimize_lbfgs(objective, start)
+
+
+@register(
+    "seesaw",
+    "SeeSaw's logistic model: centred features, (|w|-1)^2 + angle to the text (Moll et al.)",
+    tasks=("feedback",),
+)
+def rank_seesaw(context: RankContext, k: int) -> Ranking:
+    """SeeSaw (O. Moll, M. Favela, S. Madden, V. Gadepally, J. Cafarella, "SeeSaw:
+    Interactive Ad-hoc Search Over Image Databases", PACMMOD / SIGMOD 2024,
+    arXiv:2208.06497), in the formulation of its reference code (``orm011/seesaw``,
+    ``logistic_regression.py``): logistic regression on the labelled images only (the
+    images marked good and bad, plus query images), features centred on their mean, no
+    intercept, positives weighted n_bad / n_good, and the penalty
+
+        lambda/n ((||w|| - 1)^2 + ||w/||w|| - q/||q|| ||^2)
+
+    that keeps w a unit vector near the text query and lets the labels weigh more as
+    they accumulate; lambda = 1 (``seesaw_reference_vector``). The index is ranked by
+    w . x (centring shifts every score alike).
+
+    Multiscale: where the index has crops (``spyglass index --crops``) an image is
+    ranked by its best of whole image and crops, as for every method; the model is
+    trained on whole-image vectors, since Spyglass's marks are per image, not the boxes
+    SeeSaw's users draw. Without text it ranks in the image space without the angle
+    term; without marks it is the text query.
+    """
+    space = feedback_space(context)
+    text = text_query(context, space)
+    positives, negatives = marked_examples(context, space)
+    if not len(positives) and not len(negatives):
+        if text is None:
+            raise InvalidQuery("seesaw needs a text or at least one image marked good")
+        return search_direction(context, space, text, k)
+    if not len(positives) and text is None:
+        raise InvalidQuery("seesaw needs a text or at least one image marked good")
+    w = seesaw_reference_vector(positives, negatives, text)
+    return search_direction(context, space, w, k)
 
 
 # -- late fusion: the marks where images compare best, the text where it lives ----------
@@ -559,17 +711,14 @@ def fused_ranking(
     candidate gets its exact cosine in every part (stored vectors fetched where a part's
     list missed it), and s(x) = sum_p weight_p z_U(cos_p(x))."""
     depth = max(k, FUSION_DEPTH)
-    listed = [dict(context.search(space, query, depth)) for space, query, _ in parts]
-    candidates = np.array(sorted(set().union(*listed)), np.int64)
+    listed = [context.search(space, query, depth) for space, query, _ in parts]
+    candidates = union_of(*listed)
     if not len(candidates):
         return []
     fused = np.zeros(len(candidates))
     for (space, query, weight), found in zip(parts, listed, strict=True):
-        missing = np.array([c for c in candidates.tolist() if c not in found], np.int64)
-        if len(missing):
-            cosines = context.index.stores[space].fetch(missing) @ query
-            found = {**found, **dict(zip(missing.tolist(), cosines.tolist(), strict=True))}
-        fused += weight * zscores(np.array([found[c] for c in candidates.tolist()]))
+        store = context.index.stores[space]
+        fused += weight * zscores(scores_over(store, query, candidates, found))
     order = np.lexsort((candidates, -fused))[:k]
     return [(int(candidates[i]), float(fused[i])) for i in order]
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from itertools import combinations
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
@@ -30,6 +38,8 @@ ClusterCount = Annotated[int, Field(ge=2, le=12)]
 RegionText = Annotated[str, Field(max_length=100, pattern=r"^\s*[0-9.]+\s*(,\s*[0-9.]+\s*){3}$")]
 #: An optional field whose null is accepted but not advertised (clients leave it out).
 NoNull = SkipJsonSchema[None]
+#: The fields that are true or false (every other field refuses a boolean).
+FLAG_FIELDS = frozenset({"collapse_duplicates"})
 
 _IMAGE_FIELDS = ("image_id", "image_path", "upload_id")
 #: The rules of a search request that field types cannot say, for the OpenAPI document:
@@ -55,11 +65,16 @@ class Strict(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_null_or_bool(cls, value: object) -> object:
+    def _no_null_or_bool(cls, value: object, info: ValidationInfo) -> object:
         """Optional fields are left out, not sent as null (as the OpenAPI document says);
-        and no field is a boolean (pydantic would read ``true`` as the number 1)."""
+        and no field but a flag is a boolean (pydantic would read ``true`` as the number
+        1), and a flag is nothing else (nor ``"yes"`` or 1)."""
         if value is None:
             raise ValueError("null is not allowed here: leave the field out")
+        if info.field_name in FLAG_FIELDS:
+            if not isinstance(value, bool):
+                raise ValueError("true or false")
+            return value
         if isinstance(value, bool) or (
             isinstance(value, list) and any(isinstance(v, bool) for v in value)
         ):
@@ -126,6 +141,11 @@ class QueryFields(Strict):
     min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET, description="Results to skip (paging).")
     limit: int = Field(default=50, ge=1, le=1000, description="Results to return.")
+    collapse_duplicates: bool = Field(
+        default=False,
+        description="Show each group of near-duplicate images once, as its best-ranked "
+        "member; its group_size and duplicates say what it stands for. Paging counts groups.",
+    )
 
 
 class SearchRequest(QueryFields):
@@ -153,6 +173,11 @@ class SearchRequest(QueryFields):
 
 
 class ExportRequest(SearchRequest):
+    """A search whose results come back as a case file (docs/casework.md): JSON holds
+    the query as run (query images' SHA-256 and a copy), the model, the index's state,
+    the time, the tool's version and each result's rank, score, mark, path, SHA-256 and
+    MD5, with a digest of itself; CSV holds the same flat, a row per result."""
+
     format: Literal["csv", "json"] = "csv"
     limit: int = Field(default=1000, ge=1, le=10_000, description="Results to export.")
 
@@ -184,6 +209,15 @@ class SearchResultItem(BaseModel):
     thumbnail: str | None = Field(
         description="URL of a 256-pixel thumbnail; null when the server does not serve the "
         "file (a link out of the indexed folders)."
+    )
+    group_size: int = Field(
+        default=1,
+        description="With collapse_duplicates: the images of its near-duplicate group, "
+        "itself included (1: it has none).",
+    )
+    duplicates: list[int] = Field(
+        default_factory=list,
+        description="With collapse_duplicates: ids of the other members of its group.",
     )
 
 
@@ -336,6 +370,7 @@ class SearchForm(BaseModel):
     min_score: Score | NoNull = None
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     limit: int = Field(default=50, ge=1, le=1000)
+    collapse_duplicates: bool = False
 
     def region_box(self) -> Region | None:
         """The region as a :class:`Region`; raises ``ValueError`` for numbers that are

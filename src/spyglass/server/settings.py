@@ -74,6 +74,9 @@ class ServerSettings:
     #: Cores the server's searches share (None: the CPUs this process may use). Sets
     #: how many searches compute at once (see :mod:`spyglass.server.admission`).
     cores: int | None = None
+    #: Append every search and export to this audit log (JSON Lines, chained by
+    #: SHA-256; see :mod:`spyglass.casework.audit`). ``None``: no log.
+    audit_log: Path | None = None
 
     def __post_init__(self) -> None:
         if self.token is not None and len(self.token) < MIN_TOKEN_LENGTH:

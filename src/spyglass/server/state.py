@@ -17,6 +17,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from spyglass.casework.audit import AuditLog
 from spyglass.engine import Spyglass
 from spyglass.server.admission import Admission
 from spyglass.server.atlas import CollectionMap, MapLayout
@@ -67,6 +68,8 @@ class ServerState:
             threads=settings.map_threads,
             stopping=self.stopping,
         )
+        #: Where searches and exports are recorded (None: nowhere); it serialises appends.
+        self.audit = AuditLog(settings.audit_log) if settings.audit_log else None
         #: (layout, ids of it the server will not show), see routes.collection.
         self.map_unserved: tuple[MapLayout, list[int]] | None = None
         self._refresh_lock = threading.Lock()

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from spyglass.errors import ApproximateIndexFailed
 from spyglass.settings import VectorSearchSettings
 from spyglass.store.base import VectorStore
-from spyglass.store.ivf import ApproximateIndexFailed, IvfVectorStore
+from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
 
 

@@ -10,12 +10,21 @@ Layout::
 Every commit writes vectors first (fsync), then one SQLite transaction that records the
 new rows; whatever a crash leaves beyond the committed rows is cut off by the next
 writer. That is what makes indexing resumable after ``kill -9``.
+
+An index whose vectors live in Milvus is named by a URL instead of a folder
+(``milvus:///path/file.db`` for Milvus Lite, ``milvus://HOST:PORT/COLLECTION`` for a
+server; see :mod:`spyglass.store.milvus`): its folder then holds the catalogue and the
+write lock only, next to the Milvus Lite file (``file.db.catalogue``) or, for a server,
+under the per-user data folder (``milvus/HOST-PORT/COLLECTION``), or where the URL's
+``?catalogue=FOLDER`` says. The commit order is the same: rows durable in Milvus, then
+the transaction; a writer deletes the rows beyond the committed ones when it opens.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import sqlite3
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
@@ -23,20 +32,42 @@ from pathlib import Path
 
 import numpy as np
 
-from spyglass.encoders.base import EncoderInfo
-from spyglass.errors import EncoderMismatch, IndexLocked, IndexNotFound, IndexProblem
-from spyglass.settings import VectorSearchSettings
+from spyglass.encoders.base import EncoderInfo, mismatch_message
+from spyglass.errors import (
+    ApproximateIndexFailed,
+    EncoderMismatch,
+    IndexLocked,
+    IndexNotFound,
+    IndexProblem,
+)
+from spyglass.settings import VectorSearchSettings, default_index_folder
 from spyglass.store.base import VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
-from spyglass.store.factory import open_vector_store
+from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.failures import storage_error
-from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
+from spyglass.store.milvus import (
+    OWNER_META,
+    MilvusLocation,
+    MilvusVectorStore,
+    is_milvus_url,
+    new_owner_id,
+    parse_milvus_url,
+)
 
 CATALOGUE_FILE = "catalogue.sqlite"
 #: Per-space vectors for a commit: (n, dims) rows for the n new images in order, or
 #: (batch positions, rows) for spaces with several rows per image (crops).
 SpaceRows = np.ndarray | tuple[np.ndarray, np.ndarray]
+
+
+def resolve_location(index: Path | str) -> tuple[Path, MilvusLocation | None]:
+    """An ``--index`` value -> (the folder holding the catalogue, the Milvus location of
+    the vectors or ``None`` when they live in that folder)."""
+    if is_milvus_url(index):
+        location = parse_milvus_url(str(index), default_index_folder().parent)
+        return location.catalogue, location
+    return Path(index).expanduser().absolute(), None
 
 
 def crop_space(space: str) -> str:
@@ -64,12 +95,16 @@ class Index:
         self.info = info
         self.stores = dict(stores)
         self._lock_handle = lock_handle
+        #: Where the vectors live when not in ``folder`` (see :func:`resolve_location`).
+        self.milvus: MilvusLocation | None = None
         self._dead: set[int] = set()
         self._state_lock = threading.RLock()
         #: Times images died or came back (see ``generation``).
         self._alive_changes = 0
         #: How spaces are searched (exact / approximate); stores opened later use it too.
         self.vector_search: VectorSearchSettings | None = None
+        #: Why approximate indexes were not built when this writer closed, if any.
+        self.build_failure: ApproximateIndexFailed | None = None
 
     # -- opening -----------------------------------------------------------------------
 
@@ -79,9 +114,14 @@ class Index:
 
         ``vector_search`` says how each space is searched (default: exactly below 100,000
         rows, through the saved approximate index above)."""
-        folder = Path(folder).expanduser().absolute()
+        folder, milvus = resolve_location(folder)
         path = folder / CATALOGUE_FILE
         if not path.is_file():
+            if milvus is not None:
+                raise IndexNotFound(
+                    f"no index at {milvus.describe()} (its catalogue would be in {folder}; "
+                    f"create one with: spyglass index PATH --index {milvus.describe()})"
+                )
             if holds_images(folder):
                 # The advice below would put the index among the photos.
                 raise IndexNotFound(
@@ -98,8 +138,13 @@ class Index:
             catalogue.close()
             raise IndexNotFound(f"{folder} holds no finished index yet (no encoder recorded)")
         index = cls(folder, catalogue, info, {})
+        index.milvus = milvus
         index.vector_search = vector_search
-        index.stores = index._open_stores(writer=False, vector_search=vector_search)
+        try:
+            index.stores = index._open_stores(writer=False, vector_search=vector_search)
+        except BaseException:
+            index.close()
+            raise
         index._hide_dead()
         return index
 
@@ -115,7 +160,7 @@ class Index:
         Raises :class:`EncoderMismatch` if the index holds another encoder's vectors and
         :class:`IndexLocked` if another process is writing.
         """
-        folder = Path(folder).expanduser().absolute()
+        folder, milvus = resolve_location(folder)
         if folder.exists() and not folder.is_dir():
             raise IndexProblem(f"--index {folder} is a file, not a directory")
         try:
@@ -130,13 +175,19 @@ class Index:
                 catalogue.set_encoder_info(info)
             elif not recorded.same_vectors_as(info):
                 catalogue.close()
-                raise EncoderMismatch(
-                    f"index {folder} was built with model {recorded.describe()}, not "
-                    f"{info.describe()}; use --model {recorded.name} or another --index"
-                )
+                raise EncoderMismatch(mismatch_message(folder, recorded, info))
             index = cls(folder, catalogue, recorded or info, {}, lock)
+            index.milvus = milvus
+            if milvus is not None and catalogue.meta(OWNER_META) is None:
+                # Marks the collections this catalogue creates (see MilvusVectorStore).
+                catalogue.set_meta(OWNER_META, new_owner_id())
             index.vector_search = vector_search
-            index.stores = index._open_stores(writer=True, vector_search=vector_search)
+            try:
+                index.stores = index._open_stores(writer=True, vector_search=vector_search)
+            except BaseException:
+                index._close_stores()
+                catalogue.close()
+                raise
             index._hide_dead()
             return index
         except BaseException:
@@ -149,15 +200,37 @@ class Index:
         rows = self.catalogue.space_rows()
         stores: dict[str, VectorStore] = {}
         for space, (dims, committed) in rows.items():
-            stores[space] = open_vector_store(
-                self.folder / "vectors",
+            stores[space] = self._open_store(space, dims, committed, writer=writer)
+            # Stores opened so far are closed if a later one fails.
+            self.stores = stores
+        return stores
+
+    def _open_store(self, space: str, dims: int, committed: int, *, writer: bool) -> VectorStore:
+        if self.milvus is not None:
+            return MilvusVectorStore(
+                self.milvus,
                 space,
                 dims,
                 committed,
                 writer=writer,
-                settings=vector_search,
+                owner=self.catalogue.meta(OWNER_META) if writer else None,
+                settings=self.vector_search,
             )
-        return stores
+        return open_vector_store(
+            self.folder / "vectors",
+            space,
+            dims,
+            committed,
+            writer=writer,
+            settings=self.vector_search,
+        )
+
+    def _close_stores(self) -> None:
+        """Close the connections of stores that hold one (Milvus)."""
+        for store in self.stores.values():
+            if isinstance(store, MilvusVectorStore):
+                with suppress(IndexProblem):
+                    store.close()
 
     def _hide_dead(self) -> None:
         self._dead = set(self.catalogue.dead_image_ids())
@@ -167,6 +240,7 @@ class Index:
     def close(self) -> None:
         if self._lock_handle is not None:
             self._finish_search_indexes()
+        self._close_stores()
         self.catalogue.close()
         if self._lock_handle is not None:
             _release(self._lock_handle)
@@ -175,12 +249,10 @@ class Index:
     def _finish_search_indexes(self) -> None:
         """A writer leaves every approximate index built and saved, so that the next
         reader opens it in milliseconds. A build that fails leaves that space searched
-        exactly (correct, slower); the next writer tries again."""
-        for store in self.stores.values():
-            if isinstance(store, IvfVectorStore):
-                with suppress(IndexProblem):
-                    store.maintain()
-                    store.wait_for_index()
+        exactly (correct, slower) and the next writer tries again; ``close`` must not
+        raise for it, so the failure is kept in ``build_failure`` for the caller (the
+        CLI asks ``finish_building`` itself before closing, to tell it)."""
+        self.build_failure = finish_building(self.stores.values())
 
     def __enter__(self) -> Index:
         return self
@@ -195,9 +267,7 @@ class Index:
         self._require_writer()
         if space not in self.stores:
             self.catalogue.ensure_space(space, dims)
-            self.stores[space] = open_vector_store(
-                self.folder / "vectors", space, dims, 0, writer=True, settings=self.vector_search
-            )
+            self.stores[space] = self._open_store(space, dims, 0, writer=True)
         return self.stores[space]
 
     def commit(
@@ -264,6 +334,37 @@ class Index:
             if revived:
                 store.set_hidden(revived, False)
 
+    def take_catalogue_of(self, source: Index) -> None:
+        """Make this index's catalogue a copy of ``source``'s: a migration, called once
+        every space's rows were copied with the same owners and in the same order. The
+        copy is written beside the catalogue and renamed over it in one step (a crash
+        before leaves this index empty, and a new copy deletes the rows it left), and
+        keeps this catalogue's Milvus owner id."""
+        self._require_writer()
+        owner = self.catalogue.meta(OWNER_META)
+        path = self.folder / CATALOGUE_FILE
+        scratch = path.with_name(path.name + ".copying")
+        scratch.unlink(missing_ok=True)
+        try:
+            origin = sqlite3.connect(f"file:{source.catalogue.path}?mode=ro", uri=True)
+            copy = sqlite3.connect(scratch)
+            try:
+                origin.backup(copy)
+                if owner is not None:
+                    copy.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (OWNER_META, owner))
+                    copy.commit()
+            finally:
+                origin.close()
+                copy.close()
+            with scratch.open("rb") as handle:
+                os.fsync(handle.fileno())
+        except (sqlite3.Error, OSError) as error:
+            scratch.unlink(missing_ok=True)
+            raise IndexProblem(f"cannot copy the catalogue into {path}: {error}") from error
+        self.catalogue.close()
+        os.replace(scratch, path)
+        self.catalogue = Catalogue(path)
+
     def _require_writer(self) -> None:
         if self._lock_handle is None:
             raise IndexProblem("this index was opened read-only")
@@ -278,11 +379,9 @@ class Index:
             for space, (dims, committed) in rows.items():
                 store = stores.get(space)
                 if store is None:
-                    stores[space] = open_vector_store(
-                        self.folder / "vectors", space, dims, committed, settings=self.vector_search
-                    )
+                    stores[space] = self._open_store(space, dims, committed, writer=False)
                     stores[space].set_hidden(self._dead, True)
-                elif isinstance(store, LocalVectorStore):
+                elif isinstance(store, LocalVectorStore | MilvusVectorStore):
                     store.reload(committed)
             # Swap, never mutate: readers iterating the old dict are not disturbed.
             self.stores = stores

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,11 @@ class LocalVectorStore:
             self._vectors_path, dtype=np.float16, mode="r", shape=(self._rows, self.dims)
         )
 
+    def _matrix_for_fetch(self) -> Any:
+        """What :meth:`fetch` reads rows from, indexed by an array of row numbers: the
+        mapped file here."""
+        return self._matrix()
+
     def owners(self) -> np.ndarray:
         """(rows,) int64 owner of every committed row."""
         with self._lock:
@@ -173,6 +179,12 @@ class LocalVectorStore:
             else:
                 self._hidden -= ids
             self._visible_bitmap = None
+
+    def hidden_owners(self) -> AbstractSet[int]:
+        """The owners hidden now, as a read-only view for membership tests (O(1) each):
+        what sampling by row position needs to skip them without listing every visible
+        owner."""
+        return self._hidden
 
     def _bitmap(self) -> np.ndarray | None:
         """FAISS selector bitmap of visible rows (bit i little-endian), or None if all are."""
@@ -250,7 +262,7 @@ class LocalVectorStore:
         wanted = np.asarray(owners, np.int64).ravel()
         with self._lock:
             stored = self.owners()
-            matrix = self._matrix()
+            matrix = self._matrix_for_fetch()
         # Owners are stored in non-decreasing order, so the leftmost match is the first row.
         rows = np.searchsorted(stored, wanted, side="left")
         inside = rows < len(stored)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,32 +76,84 @@ def test_the_saved_mapping_is_the_trained_one(pacs_subset, bundled, trained) -> 
     assert loss < np.log(60) - 1
 
 
-def test_search_uses_the_mapping(pacs_subset, bundled, trained) -> None:
-    index = pacs_subset.engine.index
-    photo = pacs_subset.ids_where(label="dog", domain="photo")[0]
+def search_hits(index_folder, image: str, text: str, method: str) -> list[dict]:
     result = CliRunner().invoke(
         main,
         [
-            *("search", "--index", str(index.folder), "--image", str(pacs_subset.paths[photo])),
-            *("as a cartoon", "--method", "pic2word", "--json", "-k", "5"),
+            *("search", "--index", str(index_folder), "--image", image, text),
+            *("--method", method, "--rerank", "none", "--json", "-k", "5"),
         ],
     )
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout)
+    return json.loads(result.stdout)
 
-    # The same query computed by hand: f(v) into "a photo of * as a cartoon".
-    mapping = Pic2WordMapping.load(mapping_path(index.folder))
-    stored = pacs_subset.engine.searcher.stored_vectors(photo)
-    word = mapping.words({s: stored[s][None] for s in mapping.input_spaces})
-    prompt = pic2word_prompt("as a cartoon")
-    assert prompt == "a photo of * as a cartoon"
-    (query,) = bundled.pseudo_word_text().embed([prompt], word)
-    owners = index.stores["joint"].visible_owners()
-    scores = index.stores["joint"].fetch(owners) @ query
-    best = np.argsort(-scores)[:5]
+
+def pseudo_word_query(bundled, saved: Path, stored: dict, prompt: str) -> np.ndarray:
+    """The query Pic2Word defines, computed here: the saved network's layers read from
+    the .npz and applied in NumPy (float64), its output put in place of "*" among the
+    prompt's input token vectors, and the text model run on them (PyTorch: the training
+    path, not the search's onnxruntime one)."""
+    import torch
+
+    arrays = np.load(saved)
+    record = json.loads(str(arrays["record"]))
+    x = np.concatenate([stored[s].astype(np.float64) for s in record["input_spaces"]])
+    depth = sum(1 for name in arrays.files if name.startswith("weight"))
+    for i in range(depth):
+        x = arrays[f"weight{i}"].astype(np.float64) @ x + arrays[f"bias{i}"]
+        x = np.maximum(x, 0.0) if i < depth - 1 else x
+    text = bundled.pseudo_word_text()
+    ids, mask, positions = text.tokenize([prompt])
+    inputs = text.token_vectors(ids).copy()
+    inputs[0, positions[0]] = x
+    with torch.no_grad():
+        query = text.torch_model()(torch.from_numpy(inputs), torch.from_numpy(mask))
+    vector = query.numpy()[0].astype(np.float64)
+    return vector / np.linalg.norm(vector)
+
+
+def test_search_uses_the_mapping(pacs_subset, bundled, trained) -> None:
+    index = pacs_subset.engine.index
+    photo = pacs_subset.ids_where(label="dog", domain="photo")[0]
+    image = str(pacs_subset.paths[photo])
+    hits = search_hits(index.folder, image, "as a cartoon", "pic2word")
     by_path = {str(p): i for i, p in pacs_subset.paths.items()}
-    assert [by_path[h["path"]] for h in hits] == owners[best].tolist()
-    np.testing.assert_allclose([h["rank_score"] for h in hits], scores[best], atol=1e-4)
+    found = [by_path[h["path"]] for h in hits]
+
+    assert pic2word_prompt("as a cartoon") == "a photo of * as a cartoon"
+    stored = pacs_subset.engine.searcher.stored_vectors(photo)
+    saved = mapping_path(index.folder)
+    query = pseudo_word_query(bundled, saved, stored, "a photo of * as a cartoon")
+    owners = index.stores["joint"].visible_owners()
+    scores = index.stores["joint"].fetch(owners).astype(np.float64) @ query
+    expected = owners[np.lexsort((owners, -scores))][:5]
+    np.testing.assert_allclose(
+        [h["rank_score"] for h in hits], np.sort(scores)[::-1][:5], atol=1e-4
+    )
+    assert found == expected.tolist()
+
+    # Ablations, each changes the answer: the method replaced by sum, the text dropped
+    # from the prompt, and the mapping on disk replaced by another.
+    by_sum = search_hits(index.folder, image, "as a cartoon", "sum")
+    assert [h["path"] for h in by_sum] != [h["path"] for h in hits]
+    no_text = pseudo_word_query(bundled, saved, stored, "a photo of *")
+    assert no_text @ query < 0.999
+    without_text = owners[np.argsort(-(index.stores["joint"].fetch(owners) @ no_text))][:5]
+    assert without_text.tolist() != found
+    original = Pic2WordMapping.load(saved)
+    rng = np.random.default_rng(0)
+    other = replace(
+        original,
+        layers=tuple(
+            (rng.normal(0, 0.1, w.shape).astype(np.float32), b) for w, b in original.layers
+        ),
+    )
+    other.save(saved)
+    try:
+        changed = search_hits(index.folder, image, "as a cartoon", "pic2word")
+    finally:
+        original.save(saved)
+    assert [h["rank_score"] for h in changed] != [h["rank_score"] for h in hits]
 
 
 def test_a_mapping_for_another_model_is_refused(pacs_subset, trained) -> None:

@@ -18,7 +18,18 @@ from spyglass.query.terms import ImageTerm, Query, TextTerm
 
 pytestmark = pytest.mark.slow
 
-FEEDBACK_METHODS = ("rocchio", "svm", "svm-text", "seesaw", "svm-fusion", "sum")
+FEEDBACK_METHODS = (
+    "rocchio",
+    "svm",
+    "svm-text-balanced",
+    "seesaw-style",
+    "svm-fusion",
+    "sum",
+)
+#: Methods as their papers write them, whose text prior holds with three good marks and
+#: no bad one: Moll's unit-weight loss keeps w on the text (the bias meets the hinge), and
+#: SeeSaw's model, trained on the marked images only, centred, has nothing to contrast.
+TEXT_BOUND_METHODS = ("svm-text", "seesaw")
 #: The first ten classes in alphabetical order (no choosing): text-only mAP ~0.58.
 CLASSES = 10
 MARKED = 3
@@ -66,20 +77,27 @@ def test_marking_three_images_good_raises_average_precision_over_the_text_alone(
     caltech: Caltech,
 ) -> None:
     everything = len(caltech.labels)
-    text_aps, method_aps = [], {m: [] for m in FEEDBACK_METHODS}
+    text_aps, method_aps = [], {m: [] for m in FEEDBACK_METHODS + TEXT_BOUND_METHODS}
     for label in caltech.classes[:CLASSES]:
         good = tuple(caltech.members(label)[:MARKED])
         text_only = caltech.ranked_ids(Query((class_text(label),), k=everything))
         text_aps.append(caltech.average_precision(text_only, label, good))
-        for method in FEEDBACK_METHODS:
+        for method in method_aps:
             query = Query((class_text(label),), k=everything, method=method, positives=good)
             ranking = caltech.ranked_ids(query)
             assert len(ranking) == everything
             method_aps[method].append(caltech.average_precision(ranking, label, good))
     baseline = float(np.mean(text_aps))
-    for method, aps in method_aps.items():
+    for method in FEEDBACK_METHODS:
         # Measured: text 0.58; every method 0.67 or more (svm-fusion 0.83).
+        aps = method_aps[method]
         assert np.mean(aps) > baseline + 0.05, (method, np.mean(aps), baseline)
+    for method in TEXT_BOUND_METHODS:
+        # As on all of Caltech-101 at 5 shots + text: 0.436 and 0.435 against the text's
+        # 0.436 (docs/methods.md, "Moll's loss, as written and balanced").
+        aps = method_aps[method]
+        assert abs(np.mean(aps) - baseline) < 0.03, (method, np.mean(aps), baseline)
+        assert np.mean(aps) < np.mean(method_aps["svm-text-balanced"]) - 0.03
 
 
 def test_marking_images_bad_sinks_them(caltech: Caltech) -> None:
@@ -90,7 +108,7 @@ def test_marking_images_bad_sinks_them(caltech: Caltech) -> None:
     good = tuple(i for i in text_only[:30] if caltech.labels[i] == label)[:3]
     # Measured on this query: these methods push each marked image down by 30 places or
     # more (svm and svm-fusion below rank 250); rocchio (gamma = 0.15) barely moves them,
-    # and seesaw and svm-text, whose text prior dominates, can even lift one
+    # and seesaw-style and svm-text-balanced, whose text prior dominates, can even lift one
     # (docs/methods.md).
     for method in ("svm", "svm-fusion", "sum"):
         # The same marks of good images, with and without the marks of bad ones.

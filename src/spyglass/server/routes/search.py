@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Request, UploadFile
@@ -12,12 +13,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
+from spyglass.casework.duplicates import CollapsedResult, DuplicateRule
 from spyglass.errors import InvalidQuery
 from spyglass.query.rerank import collection_size
 from spyglass.search import SearchResult
 from spyglass.server.admission import is_heavy
 from spyglass.server.clusters import cluster_vectors
-from spyglass.server.export import ExportHeader, file_name, searched_now, to_csv, to_json
 from spyglass.server.problems import ApiProblem, error_responses
 from spyglass.server.queries import BuiltQuery, build_query
 from spyglass.server.schemas import (
@@ -55,10 +56,13 @@ def result_thumbnail(request: Request, state: ServerState, result: SearchResult)
     return thumbnail_url(request, result.image_id)
 
 
-def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult], bool, int]:
-    """Results of a built query, whether the ranking goes on after them, and how many
-    images were searchable for it (read once: a second read could already count images
-    another process committed since, and disagree with the results)."""
+def run_query(
+    state: ServerState, built: BuiltQuery, collapse: bool = False
+) -> tuple[list[CollapsedResult], bool, int]:
+    """Results of a built query (each standing for its near-duplicate group when
+    ``collapse``, else for itself alone), whether the ranking goes on after them, and
+    how many images were searchable for it (read once: a second read could already
+    count images another process committed since, and disagree with the results)."""
     state.prepare_thread()
     query = built.query
     searchable = state.searchable()
@@ -66,10 +70,44 @@ def run_query(state: ServerState, built: BuiltQuery) -> tuple[list[SearchResult]
         return [], False, searchable
     wanted = min(query.k, searchable - query.offset)
     heavy = is_heavy(query, collection_size(state.engine.index))
-    with state.admission.slot(heavy):
-        results = state.engine.search(replace(query, k=wanted))
+    with state.admission.slot(heavy or collapse):
+        if collapse:
+            results = state.engine.search_collapsed(replace(query, k=wanted), DuplicateRule())
+        else:
+            results = [CollapsedResult(r) for r in state.engine.search(replace(query, k=wanted))]
     has_more = len(results) >= wanted and query.offset + wanted < searchable
     return results, has_more, searchable
+
+
+def client_of(request: Request, state: ServerState) -> str:
+    """Who asked, for the audit log: the token's fingerprint (never the token), else
+    the client's address."""
+    if state.settings.token:
+        digest = hashlib.sha256(state.settings.token.encode()).hexdigest()[:12]
+        return f"token sha256:{digest}"
+    client = request.client
+    return f"address {client.host if client else 'unknown'}"
+
+
+def audit(
+    request: Request,
+    state: ServerState,
+    event: str,
+    built: BuiltQuery,
+    search: SearchRequest,
+    results: list[CollapsedResult],
+    details: dict[str, Any] | None = None,
+) -> None:
+    if state.audit is None:
+        return
+    spec = state.engine.record(built.query, DuplicateRule() if search.collapse_duplicates else None)
+    state.audit.record(
+        event,
+        client=client_of(request, state),
+        query={"words": built.description, **spec.to_json(copies=False)},
+        results=[r.image_id for r in results],
+        details=details,
+    )
 
 
 def search_response(
@@ -79,7 +117,7 @@ def search_response(
     built: BuiltQuery,
     started: float,
 ) -> SearchResponse:
-    results, has_more, searchable = run_query(state, built)
+    groups, has_more, searchable = run_query(state, built, search.collapse_duplicates)
     items = [
         SearchResultItem(
             rank=search.offset + n + 1,
@@ -91,9 +129,13 @@ def search_response(
             width=r.width,
             height=r.height,
             thumbnail=result_thumbnail(request, state, r),
+            group_size=group.group_size,
+            duplicates=list(group.duplicates),
         )
-        for n, r in enumerate(results)
+        for n, group in enumerate(groups)
+        for r in (group.result,)
     ]
+    audit(request, state, "search", built, search, groups)
     return SearchResponse(
         query=built.description,
         offset=search.offset,
@@ -171,25 +213,30 @@ def read_upload(image: UploadFile, limit: int) -> bytes:
         **SEARCH_ERRORS,
     },
 )
-def export(body: ExportRequest, state: State) -> Response:
-    """The results of a search as a file for case notes: CSV or JSON with each result's
-    rank, score and path, the query, the time (UTC), the index and the model."""
+def export(request: Request, body: ExportRequest, state: State) -> Response:
+    """The results of a search as a case file (docs/casework.md): JSON, complete, with
+    the query as run (query images' SHA-256 and a copy), the model, the index's state,
+    the time (UTC) and the tool's version, each result's rank, score, mark, path,
+    SHA-256 and MD5, and a digest of itself (``spyglass verify`` checks it); or CSV, the
+    same flat, one row per result."""
     built = build_query(body, state.gate, state.uploads)
-    results, _, _ = run_query(state, built)
-    info = state.engine.index.info
-    header = ExportHeader(
-        query=built.description,
-        searched_at=searched_now(),
-        index=str(state.engine.index.folder),
-        model=f"{info.name} {info.version}",
+    groups, _, _ = run_query(state, built, body.collapse_duplicates)
+    engine = state.engine
+    spec = engine.record(built.query, DuplicateRule() if body.collapse_duplicates else None)
+    results: list[CollapsedResult] | list[SearchResult] = (
+        groups if body.collapse_duplicates else [g.result for g in groups]
+    )
+    case = engine.case_file(
+        spec,
+        results,
+        description=built.description,
         request=body.model_dump(exclude={"format"}),
     )
-    first = body.offset + 1
-    if body.format == "json":
-        content, media = to_json(header, results, first), "application/json"
-    else:
-        content, media = to_csv(header, results, first), "text/csv; charset=utf-8"
-    name = file_name(header, body.format)
+    content = case.render(body.format)
+    media = "application/json" if body.format == "json" else "text/csv; charset=utf-8"
+    name = case.file_name(body.format)
+    digest = hashlib.sha256(content.encode("utf-8")).hexdigest()
+    audit(request, state, "export", built, body, groups, {"file": name, "sha256": digest})
     return Response(
         content,
         media_type=media,
@@ -202,7 +249,9 @@ def clusters(request: Request, body: ClusterRequest, state: State) -> ClusterRes
     """The top results (default 50) grouped by k-means over the image vectors, with
     edges from each image to its most similar neighbours (for a graph view)."""
     built = build_query(body, state.gate, state.uploads)
-    results, _, _ = run_query(state, built)
+    ranked, _, _ = run_query(state, built, body.collapse_duplicates)
+    audit(request, state, "clusters", built, body, ranked)
+    results = [g.result for g in ranked]
     space = state.engine.index.info.image_space
     ids = np.array([r.image_id for r in results], np.int64)
     vectors = state.engine.index.stores[space].fetch(ids) if len(ids) else np.zeros((0, 1))

@@ -83,11 +83,19 @@ export async function exportResults(body, total, pageSize) {
     pages.push(await response.text());
   }
   let content;
-  if (body.format === "json") {
+  if (pages.length === 1) {
+    content = pages[0]; // as the server wrote it: a JSON case file's digest holds
+  } else if (body.format === "json") {
     const [first, ...rest] = pages.map((text) => JSON.parse(text));
     for (const page of rest) first.results.push(...page.results);
     first.count = first.results.length;
     first.request.limit = first.count; // what the joined file holds
+    if (first.search) {
+      // A case file joined from pages: its search is the whole ranking, and its digest
+      // (of the first page) no longer holds, so it goes (verify says it is missing).
+      first.search.k = first.count;
+      delete first.digest;
+    }
     content = JSON.stringify(first, null, 2) + "\n";
   } else {
     // The header row is the first line (column names hold no line breaks).

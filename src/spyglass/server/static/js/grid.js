@@ -161,6 +161,7 @@ export class ResultGrid {
       '<img alt="" decoding="async" draggable="false">' +
       '<span class="placeholder" hidden>Not shown: the file lies outside the indexed folders</span>' +
       '<span class="rank"></span>' +
+      '<span class="group" hidden></span>' +
       '<div class="marks">' +
       '<button type="button" class="mark-good" title="Mark as good (more like this)" aria-label="Mark as good">✓</button>' +
       '<button type="button" class="mark-bad" title="Mark as bad (less like this)" aria-label="Mark as bad">✕</button>' +
@@ -187,6 +188,12 @@ export class ResultGrid {
     tile.querySelector(".placeholder").hidden = Boolean(item.thumbnail);
     tile.querySelector(".rank").textContent = `#${item.rank}`;
     tile.querySelector(".score").textContent = item.score.toFixed(3);
+    // With near-duplicates hidden, a tile stands for its group.
+    const group = tile.querySelector(".group");
+    const others = (item.group_size || 1) - 1;
+    group.hidden = others < 1;
+    group.textContent = others > 0 ? `+${others}` : "";
+    group.title = others > 0 ? `${others} near-duplicate${others > 1 ? "s" : ""} hidden` : "";
     const name = tile.querySelector(".name");
     name.textContent = shortName(item.path);
     // score: similarity to the query; rank_score (when the server sends it): the value

@@ -159,6 +159,7 @@ function buildRequest() {
     method: $("method").value || "default",
     rerank: $("rerank-method").value || "default",
   };
+  if ($("collapse-duplicates").checked) body.collapse_duplicates = true;
   const source = queryImage.source;
   if (source && source.kind === "upload" && source.uploadId) body.upload_id = source.uploadId;
   if (source && source.kind === "id") body.image_id = source.id;
@@ -188,6 +189,7 @@ function captureForm() {
     balance: $("balance").value,
     method: $("method").value,
     rerank: $("rerank-method").value,
+    collapse: $("collapse-duplicates").checked,
     source: queryImage.source ? { ...queryImage.source } : null,
     file: queryImage.file,
     region: queryImage.region,
@@ -201,6 +203,7 @@ function restoreForm(form) {
   $("balance").value = form.balance;
   $("method").value = form.method;
   $("rerank-method").value = form.rerank;
+  $("collapse-duplicates").checked = Boolean(form.collapse);
   if (!form.source) queryImage.clear();
   else if (form.source.kind === "id") queryImage.showIndexed(form.source.id);
   else if (form.file) queryImage.showFile(form.file, form.source.uploadId);
@@ -653,6 +656,7 @@ for (const id of ["modifier", "exclude"]) {
 }
 $("balance").addEventListener("input", updateBalance);
 $("balance").addEventListener("change", () => state.request && search());
+$("collapse-duplicates").addEventListener("change", () => state.request && search({ keepMarks: true }));
 $("clear-image").addEventListener("click", () => {
   queryImage.clear();
   updateImageControls();
