@@ -86,7 +86,10 @@ def stored(index: Index, image_id: int) -> dict[str, np.ndarray]:
 
 
 def context_for(index: Index, kind: str) -> RankContext:
-    """A text, image, image+text or marks query over ``index``."""
+    """A text, image, image+text or marks query over ``index``, through a view of it that
+    has derived nothing yet (feedback keeps its random images per index: every test
+    starts cold)."""
+    index = Index(index.folder, None, INFO, index.stores)  # type: ignore[arg-type]
     text = unit(np.linspace(1.0, 2.0, 6))
     terms = []
     if kind in ("text", "image+text", "marks"):
@@ -105,7 +108,10 @@ def context_for(index: Index, kind: str) -> RankContext:
 
 
 #: (method, kind of query, most rows one query may fetch, deepest search it may ask).
+#: The learned models' first query also draws their random images (kept by the index):
+#: PSEUDO_NEGATIVES + POOL_SPARE of them, and for svm-fusion FUSION_SAMPLE per space.
 FUSION = 2 * max(K, feedback.FUSION_DEPTH)
+NEGATIVES = feedback.PSEUDO_NEGATIVES + feedback.POOL_SPARE
 CASES = [
     ("sum", "text", 0, K),
     ("sum", "image", 0, K),
@@ -113,12 +119,12 @@ CASES = [
     ("slerp", "image+text", 0, K),
     ("late-fusion", "image+text", 2 * max(K, compose.LATE_FUSION_DEPTH), compose.LATE_FUSION_DEPTH),
     ("rocchio", "marks", 0, K),
-    ("svm", "marks", feedback.PSEUDO_NEGATIVES, K),
-    ("svm-text", "marks", feedback.PSEUDO_NEGATIVES, K),
-    ("svm-text-balanced", "marks", feedback.PSEUDO_NEGATIVES, K),
+    ("svm", "marks", NEGATIVES, K),
+    ("svm-text", "marks", NEGATIVES, K),
+    ("svm-text-balanced", "marks", NEGATIVES, K),
     ("seesaw", "marks", 0, K),  # SeeSaw's reference trains on the marked images only
-    ("seesaw-style", "marks", feedback.PSEUDO_NEGATIVES, K),
-    ("svm-fusion", "marks", feedback.PSEUDO_NEGATIVES + FUSION, feedback.FUSION_DEPTH),
+    ("seesaw-style", "marks", NEGATIVES, K),
+    ("svm-fusion", "marks", NEGATIVES + 2 * feedback.FUSION_SAMPLE + FUSION, feedback.FUSION_DEPTH),
 ]
 
 
@@ -142,13 +148,20 @@ def test_a_method_fetches_and_searches_a_bounded_amount_whatever_the_size(
     "method", ["svm", "svm-text", "svm-text-balanced", "seesaw-style", "svm-fusion"]
 )
 def test_learned_methods_draw_their_negatives_without_listing_the_index(index, method) -> None:
-    """The learned models fetch exactly PSEUDO_NEGATIVES random images (plus, for
-    svm-fusion, the fused candidates), at every size: the draw is by row position."""
+    """The learned models draw their random images by row position once per state of
+    the index (PSEUDO_NEGATIVES + POOL_SPARE rows fetched by the first query, at every
+    size), and a second query reads none of them again."""
     context = context_for(index, "marks")
     get_method(method, "feedback")(context, K)
     space = "joint" if method in ("svm-text", "svm-text-balanced", "seesaw-style") else "image"
-    first_fetch = index.stores[space].fetched[0]  # type: ignore[attr-defined]
-    assert first_fetch == feedback.PSEUDO_NEGATIVES
+    store = index.stores[space]
+    assert store.fetched[0] == NEGATIVES  # type: ignore[attr-defined]
+    for each in index.stores.values():
+        each.reset()  # type: ignore[attr-defined]
+    get_method(method, "feedback")(context, K)
+    assert NEGATIVES not in store.fetched  # type: ignore[attr-defined]
+    if method != "svm-fusion":  # which fetches the candidates its lists missed
+        assert store.fetched == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("name", ["aqe", "kreciprocal"])
@@ -167,18 +180,33 @@ def test_rerankers_fetch_only_the_ranked_images(index, name) -> None:
 def test_pseudo_negatives_are_visible_unmarked_distinct_and_seeded(index) -> None:
     context = context_for(index, "marks")
     store = index.stores["image"]
-    first = feedback.sample_by_position(store, 1000, np.array([3, 5, 8, 13]))
-    again = feedback.sample_by_position(store, 1000, np.array([3, 5, 8, 13]))
+    marked = {3, 5, 8, 13}
+    first = feedback.sample_by_position(store, 1000, np.array(sorted(marked)))
+    again = feedback.sample_by_position(store, 1000, np.array(sorted(marked)))
     assert first is not None and again is not None
     np.testing.assert_array_equal(first, again)
     assert len(set(first.tolist())) == 1000 and np.all(np.diff(first) > 0)
     size = len(store)
-    assert not {3, 5, 8, 13} & set(first.tolist())
+    assert not marked & set(first.tolist())
     assert not set(range(size - 50, size)) & set(first.tolist())
     other = feedback.sample_by_position(store, 1000, np.array([3, 5]))
     assert other is not None and not np.array_equal(first, other)
+    # A query's negatives: rows of the index's random images, none of them marked.
+    sample = feedback.random_images(context.index, "image", NEGATIVES)
+    assert len(set(sample.owners.tolist())) == NEGATIVES
+    assert not set(range(size - 50, size)) & set(sample.owners.tolist())
+    np.testing.assert_array_equal(sample.vectors, store.fetch(sample.owners))
     vectors = feedback.pseudo_negatives(context, "image", 1000)
-    np.testing.assert_array_equal(vectors, store.fetch(first))
+    assert len(vectors) == 1000
+    row_of = {
+        row.tobytes(): owner
+        for row, owner in zip(sample.vectors, sample.owners.tolist(), strict=True)
+    }
+    drawn = [row_of[row.tobytes()] for row in vectors]
+    assert len(set(drawn)) == 1000 and not marked & set(drawn)
+    np.testing.assert_array_equal(vectors, feedback.pseudo_negatives(context, "image", 1000))
+    other_marks = RankContext(context.index, INFO, [], positive_ids=(3, 5))
+    assert not np.array_equal(vectors, feedback.pseudo_negatives(other_marks, "image", 1000))
 
 
 def test_bounded_sampling_starts_where_search_stops_being_exact() -> None:

@@ -19,12 +19,13 @@ Positive examples are the images marked good plus query images with a positive w
 negative examples are the images marked bad, query images with a negative weight and,
 for the learned models, ``PSEUDO_NEGATIVES`` images drawn at random from the index (most
 of an index is not what one looks for; Malisiewicz et al. 2011). The draw is seeded by
-the marked ids so the same feedback gives the same ranking.
+the marked ids so the same feedback gives the same ranking (from 100,000 images, from a
+pool drawn once per state of the index: ``pseudo_negatives``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -36,6 +37,7 @@ from spyglass.query.fusion import scores_over, union_of
 from spyglass.query.methods import RankContext, Ranking, register, weighted_sum
 from spyglass.query.svm import fit_svm
 from spyglass.store.base import VectorStore
+from spyglass.store.index import Index
 
 #: Random index images used as negatives by the learned models.
 PSEUDO_NEGATIVES = 1000
@@ -46,6 +48,9 @@ PSEUDO_NEGATIVES = 1000
 #: costs less than the search that follows, and keeping it there keeps the rankings of
 #: small collections, and the measurements in docs/methods.md, exactly as they were.
 SAMPLE_BY_POSITION_FROM = 100_000
+#: Images in the sample of negatives beyond those a query uses, so that the marked
+#: images that happen to be in it can be left out (see ``pseudo_negatives``).
+POOL_SPARE = 64
 #: Rounds of drawing by position before falling back to the list (a collection whose
 #: rows are mostly hidden, such as the size study's subsets).
 SAMPLE_ROUNDS = 4
@@ -70,8 +75,12 @@ SEESAW_REFERENCE_LAMBDA = 1.0
 HINGE_SMOOTHING = 0.1
 #: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
 #: share of the fused score.
-FUSION_DEPTH = 1000
+FUSION_DEPTH = 300
 FUSION_TEXT_SHARE = 0.3
+#: Random images on which late fusion estimates each part's mean and spread (a sample of
+#: its own, seeded apart from the SVM's negatives, whose scores the fit pushes down).
+FUSION_SAMPLE = 1000
+FUSION_SAMPLE_SEED = 1
 
 
 # -- examples ---------------------------------------------------------------------------
@@ -109,26 +118,70 @@ def marked_examples(context: RankContext, space: str) -> tuple[np.ndarray, np.nd
 def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray:
     """(m, dims) float32: ``count`` random indexed images, the marked ones left out.
 
-    Seeded by the marked ids (and the size of the space), so the same feedback draws the
-    same images. From ``SAMPLE_BY_POSITION_FROM`` rows the images are drawn by row
-    position (:func:`sample_by_position`: work bounded by ``count``, whatever the size
-    of the index); below it, or where the store cannot be sampled that way, from the
-    list of every visible image (:func:`sample_from_list`, O(N))."""
+    Below ``SAMPLE_BY_POSITION_FROM`` rows they are drawn from the list of every visible
+    image (:func:`sample_from_list`, O(N)), seeded by the marked ids. From it on they
+    come from a sample of ``count + POOL_SPARE`` images drawn once per state of the
+    index (:func:`random_images`), less the marked ones, thinned to ``count`` by a draw
+    seeded by the marked ids: the same feedback draws the same images, and a query
+    reads no rows for its negatives once the sample is in memory."""
     store = context.index.stores[space]
     marked = np.array(context.positive_ids + context.negative_ids, np.int64)
     if count <= 0:
         return np.zeros((0, store.dims), np.float32)
-    chosen = None
     if len(store) >= SAMPLE_BY_POSITION_FROM:
-        chosen = sample_by_position(store, count, marked)
-    if chosen is None:
-        chosen = sample_from_list(store, count, marked)
+        return draw_from(random_images(context.index, space, count + POOL_SPARE), count, marked)
+    chosen = sample_from_list(store, count, marked)
     if len(chosen) == 0:
         return np.zeros((0, store.dims), np.float32)
     return store.fetch(chosen).astype(np.float32)
 
 
-def sample_from_list(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class RandomImages:
+    """Visible images of one space drawn at random: ``owners`` (n,) int64 sorted and
+    their ``vectors`` (n, dims) float32."""
+
+    owners: np.ndarray
+    vectors: np.ndarray
+
+
+def random_images(index: Index, space: str, size: int, seed: int = 0) -> RandomImages:
+    """``size`` visible images of ``space`` (all of them if fewer) with their vectors,
+    drawn by row position (:func:`sample_by_position`) or, where the store cannot be
+    sampled so, from the list of owners; seeded by the number of rows and ``seed``, and
+    kept by the index until the set of searchable images changes.
+
+    Drawn per query instead, feedback's 1,000 scattered rows cost about 25 ms of a
+    100 ms ``svm-fusion`` query at 1M images (docs/methods.md); kept, 5 MB per 1,280-d
+    space."""
+
+    def draw() -> RandomImages:
+        store = index.stores[space]
+        nobody = np.zeros(0, np.int64)
+        salt = (seed,) if seed else ()
+        owners = sample_by_position(store, size, nobody, salt=salt)
+        if owners is None:
+            owners = sample_from_list(store, size, nobody, salt=salt)
+        if not len(owners):
+            return RandomImages(owners, np.zeros((0, store.dims), np.float32))
+        return RandomImages(owners, store.fetch(owners).astype(np.float32))
+
+    return index.derived(("random images", space, size, seed), draw)
+
+
+def draw_from(sample: RandomImages, count: int, marked: np.ndarray) -> np.ndarray:
+    """(m, dims) float32: ``count`` of the sample's vectors (all it has if fewer), none
+    of a ``marked`` image's, chosen by a draw seeded by the sample's size and the marks."""
+    keep = np.flatnonzero(~np.isin(sample.owners, marked))
+    if len(keep) > count:
+        rng = np.random.default_rng([len(sample.owners), *sorted(int(i) for i in marked)])
+        keep = np.sort(rng.choice(keep, size=count, replace=False))
+    return sample.vectors[keep]
+
+
+def sample_from_list(
+    store: VectorStore, count: int, marked: np.ndarray, salt: Sequence[int] = ()
+) -> np.ndarray:
     """(m,) int64 sorted: ``count`` distinct visible owners of ``store`` (all of them if
     fewer), none of ``marked``, drawn from the list of every visible owner. O(N) in the
     rows of the store; what every collection got before sampling by position."""
@@ -137,7 +190,7 @@ def sample_from_list(store: VectorStore, count: int, marked: np.ndarray) -> np.n
         owners = owners[~np.isin(owners, marked)]
     if len(owners) == 0:
         return np.zeros(0, np.int64)
-    rng = np.random.default_rng([len(owners), *sorted(int(i) for i in marked)])
+    rng = np.random.default_rng([len(owners), *salt, *sorted(int(i) for i in marked)])
     return np.sort(rng.choice(owners, size=min(count, len(owners)), replace=False))
 
 
@@ -155,7 +208,9 @@ class OwnersByRow(Protocol):
         ...
 
 
-def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray | None:
+def sample_by_position(
+    store: VectorStore, count: int, marked: np.ndarray, salt: Sequence[int] = ()
+) -> np.ndarray | None:
     """(count,) int64 sorted: distinct visible owners of ``store``, none of ``marked``,
     drawn by row position; ``None`` where the store cannot be sampled so, or when
     ``SAMPLE_ROUNDS`` rounds of drawing found fewer than ``count`` (a store whose rows
@@ -168,7 +223,7 @@ def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np
     draws what is still wanted divided by the share of draws the last round kept (at
     least 1/16), so work per call is at most about ``SAMPLE_ROUNDS`` x 16 x ``count``
     positions and set look-ups, whatever the number of rows. Seeded by the number of
-    rows and the marked ids."""
+    rows, ``salt`` and the marked ids."""
     # The store protocol cannot say whether an owner is hidden without listing every
     # visible owner; the local stores (exact and approximate) can. Other stores are
     # sampled from the list.
@@ -179,7 +234,7 @@ def sample_by_position(store: VectorStore, count: int, marked: np.ndarray) -> np
     rows = len(row_owners)
     if rows == 0:
         return np.zeros(0, np.int64)
-    rng = np.random.default_rng([rows, *sorted(int(i) for i in marked)])
+    rng = np.random.default_rng([rows, *salt, *sorted(int(i) for i in marked)])
     leave_out = {int(i) for i in marked.tolist()}
     kept: list[int] = []
     share = 1.0
@@ -695,21 +750,22 @@ def rank_seesaw(context: RankContext, k: int) -> Ranking:
 # -- late fusion: the marks where images compare best, the text where it lives ----------
 
 
-def zscores(scores: np.ndarray) -> np.ndarray:
-    """(n,) -> (n,) float64 standardised scores; a constant list maps to zeros."""
-    spread = float(scores.std())
-    if spread < 1e-12:
-        return np.zeros(len(scores))
-    return np.asarray((scores - scores.mean()) / spread, np.float64)
-
-
 def fused_ranking(
     context: RankContext, parts: list[tuple[str, np.ndarray, float]], k: int
 ) -> Ranking:
     """Late fusion of single-space searches: ``parts`` are (space, unit query (dims,),
-    weight). Over the union U of each part's top ``max(k, FUSION_DEPTH)``, every
-    candidate gets its exact cosine in every part (stored vectors fetched where a part's
-    list missed it), and s(x) = sum_p weight_p z_U(cos_p(x))."""
+    weight). The candidates are the union U of each part's top ``max(k, FUSION_DEPTH)``;
+    each gets its exact cosine in every part (stored vectors fetched where a part's list
+    missed it), standardised by that part's mean and spread over the collection:
+
+        s(x) = sum_p weight_p (cos_p(x) - mu_p) / sigma_p
+
+    with mu_p and sigma_p the mean and standard deviation of cos_p over
+    ``FUSION_SAMPLE`` random images (:func:`random_images`, kept per state of the index).
+    Over the whole collection, as the evaluation ranks it, this is the z-score fusion of
+    every image; over a large one the depth decides only which images are candidates,
+    not how they score (standardised over U instead, a candidate's score depended on how
+    deep the lists went)."""
     depth = max(k, FUSION_DEPTH)
     listed = [context.search(space, query, depth) for space, query, _ in parts]
     candidates = union_of(*listed)
@@ -718,9 +774,22 @@ def fused_ranking(
     fused = np.zeros(len(candidates))
     for (space, query, weight), found in zip(parts, listed, strict=True):
         store = context.index.stores[space]
-        fused += weight * zscores(scores_over(store, query, candidates, found))
+        sample = random_images(context.index, space, FUSION_SAMPLE, seed=FUSION_SAMPLE_SEED)
+        over_collection = sample.vectors.astype(np.float64) @ query.astype(np.float64)
+        fused += weight * standardised(
+            scores_over(store, query, candidates, found), over_collection
+        )
     order = np.lexsort((candidates, -fused))[:k]
     return [(int(candidates[i]), float(fused[i])) for i in order]
+
+
+def standardised(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """(n,) float64: ``scores`` (n,) less the mean of ``reference`` (m,), divided by its
+    standard deviation; zeros where the reference does not vary (or is empty)."""
+    spread = float(reference.std()) if len(reference) else 0.0
+    if spread < 1e-12:
+        return np.zeros(len(scores))
+    return np.asarray((scores - float(reference.mean())) / spread, np.float64)
 
 
 @register(
@@ -733,10 +802,11 @@ def rank_svm_fusion(context: RankContext, k: int) -> Ranking:
     image-to-image space is not their text space (the bundled model's).
 
     The marks train ``svm``'s exemplar SVM w in the image space (Malisiewicz et al. 2011,
-    lambda = 10); the text q stays in the joint space. Over the union U of both top
-    lists (``fused_ranking``):
+    lambda = 10); the text q stays in the joint space. Over the union of both top lists,
+    each cosine standardised by its mean and spread over the collection (z, estimated on
+    a random sample: ``fused_ranking``):
 
-        s(x) = (1 - a) z_U(cos(w, x_image)) + a z_U(cos(q, x_joint)),  a = FUSION_TEXT_SHARE
+        s(x) = (1 - a) z(cos(w, x_image)) + a z(cos(q, x_joint)),  a = FUSION_TEXT_SHARE
 
     the score-level fusion of multimodal retrieval (P. K. Atrey et al., "Multimodal
     fusion for multimedia analysis: a survey", Multimedia Systems 2010). Without text it

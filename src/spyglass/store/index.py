@@ -26,9 +26,10 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -56,6 +57,7 @@ from spyglass.store.milvus import (
 )
 
 CATALOGUE_FILE = "catalogue.sqlite"
+T = TypeVar("T")
 #: Per-space vectors for a commit: (n, dims) rows for the n new images in order, or
 #: (batch positions, rows) for spaces with several rows per image (crops).
 SpaceRows = np.ndarray | tuple[np.ndarray, np.ndarray]
@@ -105,6 +107,9 @@ class Index:
         self.vector_search: VectorSearchSettings | None = None
         #: Why approximate indexes were not built when this writer closed, if any.
         self.build_failure: ApproximateIndexFailed | None = None
+        #: What readers derived from the searchable images, by key, with the
+        #: ``generation`` it was derived at (see ``derived``).
+        self._derived: dict[Hashable, tuple[tuple[int, int], Any]] = {}
 
     # -- opening -----------------------------------------------------------------------
 
@@ -395,6 +400,21 @@ class Index:
         with self._state_lock:
             store = self.stores.get(self.info.image_space)
             return (len(store) if store is not None else 0, self._alive_changes)
+
+    def derived(self, key: Hashable, build: Callable[[], T]) -> T:
+        """``build()``'s value, kept under ``key`` until :meth:`generation` changes: for
+        what a reader derives from the set of searchable images and would otherwise
+        derive again on every query (feedback's pool of random negatives). Two threads
+        asking at once may both build; either value is kept."""
+        generation = self.generation()
+        with self._state_lock:
+            kept = self._derived.get(key)
+        if kept is not None and kept[0] == generation:
+            return cast(T, kept[1])
+        value = build()
+        with self._state_lock:
+            self._derived[key] = (generation, value)
+        return value
 
     def count(self) -> int:
         """Images (distinct contents) that can be found: rows of the image space (one per

@@ -254,6 +254,9 @@ def test_svm_fusion_equals_z_score_fusion_computed_over_every_image(vectors) -> 
 def test_fusion_scores_a_candidate_missing_from_one_list_by_its_exact_cosine(
     vectors, monkeypatch
 ) -> None:
+    """The candidates are the union of two depth-5 lists; each part's cosine is
+    standardised by its mean and spread over the collection (here every image: the
+    sample is larger than the collection), not over the union."""
     monkeypatch.setattr(feedback, "FUSION_DEPTH", 5)
     text = vectors["joint"][10].astype(np.float64)
     image_query = vectors["image"][50].astype(np.float64)
@@ -267,11 +270,20 @@ def test_fusion_scores_a_candidate_missing_from_one_list_by_its_exact_cosine(
         set(brute_force(vectors["image"], image_query, 5))
         | set(brute_force(vectors["joint"], text, 5))
     )
-    by_image = vectors["image"][union].astype(np.float64) @ image_query
-    by_text = vectors["joint"][union].astype(np.float64) @ text
-    fused = 0.6 * feedback.zscores(by_image) + 0.4 * feedback.zscores(by_text)
+    all_image = vectors["image"].astype(np.float64) @ image_query
+    all_text = vectors["joint"].astype(np.float64) @ text
+
+    def z_over_collection(scores: np.ndarray) -> np.ndarray:
+        return (scores[union] - scores.mean()) / scores.std()
+
+    fused = 0.6 * z_over_collection(all_image) + 0.4 * z_over_collection(all_text)
     expected = sorted(range(len(union)), key=lambda i: (-fused[i], union[i]))[:5]
     assert [i for i, _ in ranking] == [union[i] for i in expected]
+    np.testing.assert_allclose([s for _, s in ranking], fused[expected], atol=1e-4)
+    # Standardised over the union instead, the scores would differ.
+    over_union = 0.6 * (all_image[union] - all_image[union].mean()) / all_image[union].std()
+    over_union += 0.4 * (all_text[union] - all_text[union].mean()) / all_text[union].std()
+    assert not np.allclose(np.sort(over_union)[::-1][:5], [s for _, s in ranking], atol=1e-3)
 
 
 def test_methods_that_need_a_good_image_say_so(vectors) -> None:
