@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from spyglass.casework.digests import IndexState, file_digests, index_state
+from spyglass.casework.digests import FileDigests, IndexState, file_digests, index_state
 from spyglass.casework.duplicates import CollapsedResult
 from spyglass.casework.queryspec import SearchSpec
 from spyglass.errors import CaseFileProblem
@@ -100,6 +100,34 @@ class CaseResult:
     mark: str | None = None
     group_size: int = 1
     duplicates: tuple[int, ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        rank: int,
+        item: SearchResult | CollapsedResult,
+        digests: FileDigests | None = None,
+        mark: str | None = None,
+    ) -> CaseResult:
+        """The row of ``item`` (a result, or the best member of a group of
+        near-duplicates) at ``rank``, with its file's ``digests`` where they were taken."""
+        result = item.result if isinstance(item, CollapsedResult) else item
+        group = item if isinstance(item, CollapsedResult) else None
+        return cls(
+            rank=rank,
+            image_id=result.image_id,
+            path=result.path,
+            paths=result.paths,
+            score=result.score,
+            rank_score=result.rank_score,
+            width=result.width,
+            height=result.height,
+            sha256=digests.sha256 if digests else None,
+            md5=digests.md5 if digests else None,
+            mark=mark,
+            group_size=group.group_size if group else 1,
+            duplicates=group.duplicates if group else (),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -293,24 +321,8 @@ def make_case_file(
     rows = []
     for rank, item in enumerate(results, start=spec.offset + 1):
         result = item.result if isinstance(item, CollapsedResult) else item
-        group = item if isinstance(item, CollapsedResult) else None
-        digests = file_digests(result.path)
         rows.append(
-            CaseResult(
-                rank=rank,
-                image_id=result.image_id,
-                path=result.path,
-                paths=result.paths,
-                score=result.score,
-                rank_score=result.rank_score,
-                width=result.width,
-                height=result.height,
-                sha256=digests.sha256,
-                md5=digests.md5,
-                mark=marks.get(result.image_id),
-                group_size=group.group_size if group else 1,
-                duplicates=group.duplicates if group else (),
-            )
+            CaseResult.of(rank, item, file_digests(result.path), marks.get(result.image_id))
         )
     info = index.info
     return CaseFile(

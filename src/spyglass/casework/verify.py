@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from spyglass.casework.casefile import CaseFile, CaseResult
 from spyglass.casework.digests import IndexState, file_digests, index_state
-from spyglass.casework.duplicates import CollapsedResult
 from spyglass.errors import QueryError
 
 if TYPE_CHECKING:
@@ -165,30 +164,15 @@ def verify_case(
     engine: Spyglass, case: CaseFile, *, tolerance: float = SCORE_TOLERANCE
 ) -> Verification:
     """Run ``case``'s search on ``engine`` and compare; hash every recorded file."""
-    now: list[CaseResult] = []
     problem = None
     items: list[Any] = []
     try:
         items = list(engine.run_recorded(case.search))
     except QueryError as error:  # the query no longer fits this index
         problem = str(error)
-    for rank, item in enumerate(items, start=case.search.offset + 1):
-        result = item.result if isinstance(item, CollapsedResult) else item
-        now.append(
-            CaseResult(
-                rank=rank,
-                image_id=result.image_id,
-                path=result.path,
-                paths=result.paths,
-                score=result.score,
-                rank_score=result.rank_score,
-                width=result.width,
-                height=result.height,
-                sha256=None,
-                md5=None,
-                group_size=item.group_size if isinstance(item, CollapsedResult) else 1,
-            )
-        )
+    now = [
+        CaseResult.of(rank, item) for rank, item in enumerate(items, start=case.search.offset + 1)
+    ]
     changes = []
     for position in range(max(len(case.results), len(now))):
         was = case.results[position] if position < len(case.results) else None

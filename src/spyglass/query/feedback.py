@@ -77,6 +77,9 @@ HINGE_SMOOTHING = 0.1
 #: share of the fused score.
 FUSION_DEPTH = 300
 FUSION_TEXT_SHARE = 0.3
+#: A SeeSaw model: (space, text query (dims,) or None, positives (p, dims), negatives
+#: (n, dims)) -> w (dims,).
+SeesawModel = Callable[[str, np.ndarray | None, np.ndarray, np.ndarray], np.ndarray]
 #: Random images on which late fusion estimates each part's mean and spread (a sample of
 #: its own, seeded apart from the SVM's negatives, whose scores the fit pushes down).
 FUSION_SAMPLE = 1000
@@ -644,18 +647,26 @@ def rank_seesaw_style(context: RankContext, k: int) -> Ranking:
     own formulation (``seesaw``): no centring, an L2 pull toward s q instead of its norm
     and angle penalties, and the random images as negatives.
     """
+
+    def model(space: str, text: np.ndarray | None, good: np.ndarray, bad: np.ndarray) -> np.ndarray:
+        random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
+        return seesaw_vector(build_examples(good, bad, random), text)
+
+    return rank_by_seesaw_model(context, k, model)
+
+
+def rank_by_seesaw_model(context: RankContext, k: int, model: SeesawModel) -> Ranking:
+    """What the two SeeSaw models share: the space (``feedback_space``), the text query
+    and the marked examples given to ``model``, which returns w; without marks, the text
+    query itself. Raises ``InvalidQuery`` with neither a text nor an image marked good."""
     space = feedback_space(context)
     text = text_query(context, space)
     positives, negatives = marked_examples(context, space)
-    if not len(positives) and not len(negatives):
-        if text is None:
-            raise InvalidQuery("seesaw needs a text or at least one image marked good")
-        return search_direction(context, space, text, k)
     if not len(positives) and text is None:
         raise InvalidQuery("seesaw needs a text or at least one image marked good")
-    random = pseudo_negatives(context, space, PSEUDO_NEGATIVES)
-    examples = build_examples(positives, negatives, random)
-    return search_direction(context, space, seesaw_vector(examples, text), k)
+    if text is not None and not len(positives) and not len(negatives):
+        return search_direction(context, space, text, k)
+    return search_direction(context, space, model(space, text, positives, negatives), k)
 
 
 def seesaw_reference_vector(
@@ -734,17 +745,9 @@ def rank_seesaw(context: RankContext, k: int) -> Ranking:
     SeeSaw's users draw. Without text it ranks in the image space without the angle
     term; without marks it is the text query.
     """
-    space = feedback_space(context)
-    text = text_query(context, space)
-    positives, negatives = marked_examples(context, space)
-    if not len(positives) and not len(negatives):
-        if text is None:
-            raise InvalidQuery("seesaw needs a text or at least one image marked good")
-        return search_direction(context, space, text, k)
-    if not len(positives) and text is None:
-        raise InvalidQuery("seesaw needs a text or at least one image marked good")
-    w = seesaw_reference_vector(positives, negatives, text)
-    return search_direction(context, space, w, k)
+    return rank_by_seesaw_model(
+        context, k, lambda _, text, good, bad: seesaw_reference_vector(good, bad, text)
+    )
 
 
 # -- late fusion: the marks where images compare best, the text where it lives ----------
