@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from spyglass.errors import IndexCorrupt
-from spyglass.store.base import Neighbours, empty_neighbours
+from spyglass.store.base import Neighbours, empty_neighbours, selected
 from spyglass.store.failures import storage_error
 from spyglass.store.memory import _checked
 
@@ -33,6 +33,12 @@ _PARALLEL_QUERIES = 16
 #: 0.35-0.47x (BLAS slower), 2 queries 0.81-0.94x, 3 queries 0.95-1.20x, 4 queries
 #: 1.33-1.91x, 8 queries 2.67-2.88x; docs/performance.md has the store-level figures.
 BLAS_FROM_QUERIES = 4
+#: A selection (``search(..., among=...)``) of at most this many rows is searched by
+#: scoring exactly those rows, read from the float16 file (20,000 x 512 dims: 20 MB,
+#: a few milliseconds); a larger one by FAISS over every row with a bitmap selector
+#: (``IDSelectorBitmap``: rows outside it are skipped before they are scored). Either
+#: way the search is exact over the selection and returns k owners when it holds k.
+EXACT_SELECTION_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -209,15 +215,49 @@ class LocalVectorStore:
             self._faiss_rows = self._rows
         return self._faiss
 
-    def search(self, queries: np.ndarray, k: int) -> Neighbours:
+    def selection_rows(self, among: np.ndarray) -> np.ndarray:
+        """(n,) int64 sorted: the committed rows of the visible owners in ``among``
+        (sorted int64). Owners are stored in non-decreasing order, so each owner's rows
+        are one run found by binary search: O(len(among) log rows)."""
+        with self._lock:
+            owners = self.owners()
+            hidden = self._hidden
+            if hidden:
+                among = among[~np.isin(among, np.fromiter(hidden, np.int64))]
+        first = np.searchsorted(owners, among, side="left")
+        last = np.searchsorted(owners, among, side="right")
+        counts = last - first
+        if len(counts) == 0 or counts.max(initial=0) <= 1:
+            return first[counts > 0].astype(np.int64)
+        # Several rows per owner (crops): every row of each run.
+        starts = np.repeat(first, counts)
+        offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        return (starts + offsets).astype(np.int64)
+
+    def _search_rows(self, queries: np.ndarray, k: int, rows: np.ndarray) -> Neighbours:
+        """Exact search over the given rows only (a small selection)."""
+        with self._lock:
+            owners = self.owners()
+            matrix = self._matrix_for_fetch()
+        if len(rows) == 0 or k <= 0:
+            return empty_neighbours(len(queries), k)
+        vectors = np.asarray(matrix[rows], dtype=np.float32)
+        return best_of_rows(queries, vectors, owners[rows], k)
+
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
         import faiss
 
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dims:
             raise ValueError(f"queries have {queries.shape[1]} dims, the store {self.dims}")
+        among = selected(among)
+        if among is not None:
+            rows = self.selection_rows(among)
+            if len(rows) <= EXACT_SELECTION_ROWS:
+                return self._search_rows(queries, k, rows)
         with self._lock:
             index = self._index()
-            bitmap = self._bitmap()
+            bitmap = self._bitmap() if among is None else rows_bitmap(rows, self._rows)
             owners = self.owners()
             unique_owners = self._one_row_per_owner
         result = empty_neighbours(len(queries), k)
@@ -287,6 +327,30 @@ class LocalVectorStore:
         if not self._hidden:
             return unique
         return unique[~np.isin(unique, np.fromiter(self._hidden, np.int64))]
+
+
+def rows_bitmap(rows: np.ndarray, total: int) -> np.ndarray:
+    """FAISS selector bitmap (bit i little-endian) with the bits of ``rows`` set."""
+    keep = np.zeros(total, bool)
+    keep[rows] = True
+    return np.packbits(keep, bitorder="little")
+
+
+def best_of_rows(
+    queries: np.ndarray, vectors: np.ndarray, row_owners: np.ndarray, k: int
+) -> Neighbours:
+    """The k best owners per query among ``vectors`` (n, dims) float32 whose owners are
+    ``row_owners`` (n,) int64: each owner once, by its best row, ties by owner id."""
+    result = empty_neighbours(len(queries), k)
+    for i, query in enumerate(queries):
+        # einsum scores every row with the same loop, so equal rows get equal scores.
+        scores = np.einsum("ij,j->i", vectors, query).astype(np.float32)
+        order = np.lexsort((row_owners, -scores))
+        _, first = np.unique(row_owners[order], return_index=True)
+        order = order[np.sort(first)][:k]
+        result.owners[i, : len(order)] = row_owners[order]
+        result.scores[i, : len(order)] = scores[order]
+    return result
 
 
 def use_blas_from(queries: int, dims: int) -> None:
