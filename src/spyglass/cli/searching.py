@@ -10,6 +10,7 @@ import click
 
 from spyglass.cli.options import (
     device_option,
+    filter_options,
     index_option,
     memory_budget_option,
     model_option,
@@ -18,6 +19,7 @@ from spyglass.cli.options import (
 )
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery, UnknownImageId
+from spyglass.query.filters import Filters
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
 from spyglass.search import SearchResult
 
@@ -178,6 +180,7 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
     help="Append this search (and its export) to an audit log (JSON Lines, each entry "
     "chained to the one before by SHA-256; check it with `spyglass audit verify`).",
 )
+@filter_options
 @model_option
 @device_option
 @memory_budget_option
@@ -204,8 +207,10 @@ def search_command(
     model: str | None,
     device: str | None,
     memory_budget: int | None,
+    filters: Filters,
 ) -> None:
-    """Search by TEXT, by --image, or both.
+    """Search by TEXT, by --image, or both; with filters alone, list the images they
+    keep, newest first.
 
     TEXT may combine weighted terms, rclip style: "2:golden retriever" + ./pool.jpg - fruit
 
@@ -237,6 +242,7 @@ def search_command(
             positives=tuple(marked_image_id(engine, m) for m in good),
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
+            filters=filters,
         )
         for note in engine.query_notes(query):
             click.echo(f"note: {note}", err=True)

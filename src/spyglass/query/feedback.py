@@ -119,13 +119,26 @@ def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray
     if count <= 0:
         return np.zeros((0, store.dims), np.float32)
     chosen = None
-    if len(store) >= SAMPLE_BY_POSITION_FROM:
+    if context.among is not None:
+        # Filtered: the negatives stand for what is being ranked, the kept images.
+        chosen = sample_among(context.among, count, marked)
+    elif len(store) >= SAMPLE_BY_POSITION_FROM:
         chosen = sample_by_position(store, count, marked)
     if chosen is None:
         chosen = sample_from_list(store, count, marked)
     if len(chosen) == 0:
         return np.zeros((0, store.dims), np.float32)
     return store.fetch(chosen).astype(np.float32)
+
+
+def sample_among(among: np.ndarray, count: int, marked: np.ndarray) -> np.ndarray:
+    """(m,) int64 sorted: ``count`` distinct ids of ``among`` (sorted; all of them if
+    fewer), none of ``marked``, seeded like :func:`sample_from_list`."""
+    owners = among[~np.isin(among, marked)] if len(marked) else among
+    if len(owners) <= count:
+        return owners.copy()
+    rng = np.random.default_rng([len(owners), *sorted(int(i) for i in marked)])
+    return np.sort(rng.choice(owners, count, replace=False))
 
 
 def sample_from_list(store: VectorStore, count: int, marked: np.ndarray) -> np.ndarray:
