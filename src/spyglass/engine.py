@@ -17,6 +17,7 @@ from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
 from spyglass.encoders.base import CountsTokens, mismatch_message
 from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
+from spyglass.query.filters import Facets, Filters, allowed_ids, count_facets
 from spyglass.query.terms import Query, TextTerm
 from spyglass.search import Searcher, SearchResult
 from spyglass.settings import IngestSettings, RuntimeSettings, VectorSearchSettings
@@ -155,6 +156,15 @@ class Spyglass:
         return self.searcher.search(query)
 
     # -- case work (spyglass.casework) ---------------------------------------------------
+
+    def count_filtered(self, filters: Filters) -> int:
+        """How many images ``filters`` keep."""
+        return len(allowed_ids(self.index.catalogue, filters))
+
+    def facets(self, filters: Filters | None = None) -> Facets:
+        """Images counted per folder, format, camera, year and GPS (those ``filters``
+        keep, or all), for a filter panel."""
+        return count_facets(self.index.catalogue, filters)
 
     def duplicates(
         self,

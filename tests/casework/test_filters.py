@@ -18,29 +18,18 @@ from spyglass.cli import main
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery
-from spyglass.query.filters import Filters, allowed_ids, facets, parse_date
+from spyglass.query.filters import Filters, allowed_ids, count_facets, parse_date
 from spyglass.query.methods import method_names
 from spyglass.query.terms import ImageTerm, Query, TextTerm
 from spyglass.store.catalogue import SCHEMA_VERSION
 from spyglass.store.index import CATALOGUE_FILE, Index
 
-from .filtered_collection import Planned, plan, utc
+from .filtered_collection import Planned, utc
 
 
-@pytest.fixture(scope="module")
-def collection(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Planned]:
-    return plan(data_root, tmp_path_factory.mktemp("filters-data") / "collection")
-
-
-@pytest.fixture(scope="module")
-def filtered_index(
-    collection: list[Planned], bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    folder = tmp_path_factory.mktemp("filters-index") / "index"
-    root = collection[0].path.parents[2]
-    with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
-        writer.add([str(root)])
-    return folder
+@pytest.fixture
+def collection(filter_collection: list[Planned]) -> list[Planned]:
+    return filter_collection
 
 
 @pytest.fixture
@@ -240,7 +229,7 @@ def test_filters_alone_browse_newest_first(engine: Spyglass, collection: list[Pl
 
 def test_facets_count_what_was_written(engine: Spyglass, collection: list[Planned]) -> None:
     root = ROOT_FOLDER(collection)
-    counted = facets(engine.index.catalogue)
+    counted = count_facets(engine.index.catalogue)
     assert counted.total == len(collection)
     assert counted.folders == {
         str(root / "site-a"): sum(p.folder == "site-a" for p in collection),
@@ -260,7 +249,7 @@ def test_facets_count_what_was_written(engine: Spyglass, collection: list[Planne
         year = str(1970 + int(p.date // (365.2425 * 86400)))
         years[year] = years.get(year, 0) + 1
     assert counted.years == dict(sorted(years.items()))
-    narrowed = facets(engine.index.catalogue, Filters.parse(formats=["png"]))
+    narrowed = count_facets(engine.index.catalogue, Filters.parse(formats=["png"]))
     assert narrowed.total == counted.formats["PNG"] and set(narrowed.formats) == {"PNG"}
 
 

@@ -362,7 +362,7 @@ class Facets:
         }
 
 
-def facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets:
+def count_facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets:
     """Counts over the images ``filters`` keep (all live images without). The folder
     counts read every file's path: O(files), a second or so per million."""
     where, args = _where(filters or Filters())

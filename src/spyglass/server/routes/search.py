@@ -66,6 +66,9 @@ def run_query(
     state.prepare_thread()
     query = built.query
     searchable = state.searchable()
+    if not query.filters.empty:
+        # Paging counts the images the filters keep, not the whole index.
+        searchable = min(searchable, state.engine.count_filtered(query.filters))
     if query.offset >= searchable:
         return [], False, searchable
     wanted = min(query.k, searchable - query.offset)
