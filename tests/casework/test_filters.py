@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from spyglass.query.terms import ImageTerm, Query, TextTerm
 from spyglass.store.catalogue import SCHEMA_VERSION
 from spyglass.store.index import CATALOGUE_FILE, Index
 
+from .conftest import EditedCollection
 from .filtered_collection import Planned, utc
 
 
@@ -172,8 +174,6 @@ def test_filtered_search_is_the_filtered_brute_force(
     watches = [ids[p.path] for p in collection if p.label == "watch"]
     probe, good, bad = watches[0], watches[1], ids[collection[0].path]
     query, space, vector = query_and_reference(engine, kind, probe, good, bad)
-    from dataclasses import replace
-
     for filters, keep in filter_cases(ROOT_FOLDER(collection)):
         among = kept(engine, collection, keep)
         for k in (3, 30):
@@ -365,3 +365,30 @@ def test_an_index_made_before_headers_were_kept_gets_them_at_the_next_run(
             migrated, collection, lambda p: bool(p.camera and "NIKON" in p.camera)
         )
         assert catalogue.counts()["embedded"] == len(collection)  # nothing embedded twice
+
+
+def test_collapsed_groups_list_only_the_kept_members(
+    edited_index: Path, edited: EditedCollection, bundled: Encoder
+) -> None:
+    """A near-duplicate group shows the members the filters keep: the half-size copy
+    of an image is one of its group, until a minimum size leaves it out."""
+    from PIL import Image
+
+    from spyglass.casework.duplicates import DuplicateRule
+
+    source = next(iter(edited.copies))
+    with Image.open(source) as opened:
+        width, height = opened.size
+    with Spyglass(bundled, Index.open(edited_index)) as engine:
+        ids = {
+            name: engine.index.catalogue.file(str(path)).image_id  # type: ignore[union-attr]
+            for name, path in {"source": source, **edited.copies[source]}.items()
+        }
+        query = Query((ImageTerm(image_id=ids["source"]),), k=3)
+        plain = engine.search_collapsed(query, DuplicateRule())[0]
+        assert plain.image_id == ids["source"] and ids["half"] in plain.duplicates
+        big = Filters.parse(min_size=f"{width // 2 + 1}x{height // 2 + 1}")
+        filtered = engine.search_collapsed(replace(query, filters=big), DuplicateRule())[0]
+        assert filtered.image_id == ids["source"]
+        assert ids["half"] not in filtered.duplicates
+        assert set(filtered.duplicates) == set(plain.duplicates) - {ids["half"]}
