@@ -53,6 +53,8 @@ class IndexStatus:
     skipped_files: list[SkippedFile] = field(default_factory=list)
     #: How each space is searched now: space -> {kind, rows, summary, recall_at_10, nprobe}.
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Header metadata coverage over distinct images: read, capture_time, camera, gps.
+    metadata: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +69,7 @@ class IndexStatus:
             "roots": self.roots,
             "crop_grid": self.crop_grid,
             "search": self.search,
+            "metadata": self.metadata,
             "skipped_files": [
                 {"path": s.path, "reason": s.reason, "message": s.message}
                 for s in self.skipped_files
@@ -311,6 +314,7 @@ class Spyglass:
                 if hasattr(store, "describe")
             },
             skipped_files=index.catalogue.skipped(skipped_limit),
+            metadata=index.catalogue.header_meta_counts(),
         )
 
 

@@ -310,6 +310,10 @@ def test_cli_search_takes_the_filters(
         key=lambda p: (-p.date, ids[p.path]),  # newest first, ties by id
     )
     assert out.splitlines() == [str(p.path) for p in nikons][:10]
+    status, out = run("info", *index)
+    cameras = sum(p.camera is not None for p in collection)
+    gps = sum(p.gps for p in collection)
+    assert f"metadata: {cameras} with EXIF capture time, {cameras} camera, {gps} GPS\n" in out
     status, out = run("search", "a watch", "--after", "last week", *index)
     assert status == 2 and len(out.strip().splitlines()) == 1 and "after" in out
 

@@ -331,6 +331,18 @@ class Catalogue:
         ).fetchone()
         return row is not None
 
+    def header_meta_counts(self) -> dict[str, int]:
+        """Live images whose header was read, and those with an EXIF capture time, a
+        camera and a GPS position (all 0 for a catalogue without ``image_meta``)."""
+        if not self.has_table("image_meta"):
+            return {"read": 0, "capture_time": 0, "camera": 0, "gps": 0}
+        row = self._db.execute(
+            "SELECT COUNT(*), COUNT(m.taken_at), COUNT(COALESCE(m.make, m.model)), "
+            "COUNT(m.latitude) FROM image_meta m JOIN images i ON i.id = m.image_id "
+            "WHERE i.alive = 1"
+        ).fetchone()
+        return dict(zip(("read", "capture_time", "camera", "gps"), map(int, row), strict=True))
+
     def images_without_header_meta(self, limit: int = 1000) -> list[tuple[int, str]]:
         """(image id, one of its paths) of live images whose header was never read:
         those indexed before schema version 2."""
