@@ -4,10 +4,10 @@ keeping 0.1% to 50% of the rows, against the same store unfiltered in the same r
     PYTHONPATH=src python scripts/bench_filters.py [--rows 100000] [--dims 512]
 
 Random unit vectors (float16 on disk, as indexes keep them), one query at a time, k=10.
-The exact store scores a small selection's rows itself (at most EXACT_SELECTION_ROWS)
-and hands a larger one to FAISS as a bitmap selector; the IVF store does the same with
-its inverted lists. Also prints, for the IVF store, the share of the exact filtered top
-10 it returns (it must stay at the unfiltered level: a narrow filter still gets k).
+The exact store hands every selection to FAISS as a bitmap selector; the IVF store
+scores a small selection's rows itself (at most EXACT_SELECTION_ROWS) and searches its
+inverted lists with a bitmap selector for a larger one. Also prints the share of the
+exact filtered top 10 each returns (a narrow filter still gets k).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from spyglass.settings import VectorSearchSettings
-from spyglass.store.ivf import IvfVectorStore
-from spyglass.store.local import EXACT_SELECTION_ROWS, LocalVectorStore
+from spyglass.store.ivf import EXACT_SELECTION_ROWS, IvfVectorStore
+from spyglass.store.local import LocalVectorStore
 
-FRACTIONS = (None, 0.001, 0.01, 0.1, 0.5)
+FRACTIONS = (None, 0.001, 0.005, 0.01, 0.02, 0.1, 0.5)
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
     exact16 = vectors.astype(np.float16).astype(np.float32)
     print(
         f"{args.rows:,} rows x {args.dims} dims, {args.queries} queries, k=10; "
-        f"selections up to {EXACT_SELECTION_ROWS:,} rows are scored directly"
+        f"IVF scores selections of up to {EXACT_SELECTION_ROWS:,} rows directly"
     )
     with tempfile.TemporaryDirectory() as folder:
         local = LocalVectorStore(Path(folder) / "exact", "joint", args.dims, 0, writer=True)

@@ -46,13 +46,17 @@ from spyglass.store.base import Neighbours, empty_neighbours, selected
 from spyglass.store.failures import storage_error
 from spyglass.store.local import (
     BLAS_FROM_QUERIES,
-    EXACT_SELECTION_ROWS,
     LocalVectorStore,
     SearchMethod,
     rows_bitmap,
     use_blas_from,
 )
 
+#: A selection (``search(..., among=...)``) of at most this many rows is searched by
+#: scoring exactly those rows, read from the float16 file: exact, and cheaper than the
+#: inverted lists for a narrow filter; a larger one goes through the lists with a
+#: bitmap selector (measured: scripts/bench_filters.py, docs/casework.md).
+EXACT_SELECTION_ROWS = 2_000
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
 #: Training rows per cluster and k-means iterations: k-means is most of the build time

@@ -33,12 +33,6 @@ _PARALLEL_QUERIES = 16
 #: 0.35-0.47x (BLAS slower), 2 queries 0.81-0.94x, 3 queries 0.95-1.20x, 4 queries
 #: 1.33-1.91x, 8 queries 2.67-2.88x; docs/performance.md has the store-level figures.
 BLAS_FROM_QUERIES = 4
-#: A selection (``search(..., among=...)``) of at most this many rows is searched by
-#: scoring exactly those rows, read from the float16 file (20,000 x 512 dims: 20 MB,
-#: a few milliseconds); a larger one by FAISS over every row with a bitmap selector
-#: (``IDSelectorBitmap``: rows outside it are skipped before they are scored). Either
-#: way the search is exact over the selection and returns k owners when it holds k.
-EXACT_SELECTION_ROWS = 20_000
 
 
 @dataclass(frozen=True)
@@ -250,14 +244,16 @@ class LocalVectorStore:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dims:
             raise ValueError(f"queries have {queries.shape[1]} dims, the store {self.dims}")
+        # A selection (``among``) goes to FAISS as a bitmap of the rows it keeps
+        # (``IDSelectorBitmap``): rows outside are skipped before they are scored, so
+        # the search is exact over the selection and returns k owners when it holds k.
+        # At 100k x 512 this beat scoring the selected rows ourselves at every size
+        # measured (0.1% to 50%: scripts/bench_filters.py, docs/casework.md).
         among = selected(among)
-        if among is not None:
-            rows = self.selection_rows(among)
-            if len(rows) <= EXACT_SELECTION_ROWS:
-                return self._search_rows(queries, k, rows)
+        rows = None if among is None else self.selection_rows(among)
         with self._lock:
             index = self._index()
-            bitmap = self._bitmap() if among is None else rows_bitmap(rows, self._rows)
+            bitmap = self._bitmap() if rows is None else rows_bitmap(rows, self._rows)
             owners = self.owners()
             unique_owners = self._one_row_per_owner
         result = empty_neighbours(len(queries), k)
@@ -342,12 +338,20 @@ def best_of_rows(
     """The k best owners per query among ``vectors`` (n, dims) float32 whose owners are
     ``row_owners`` (n,) int64: each owner once, by its best row, ties by owner id."""
     result = empty_neighbours(len(queries), k)
+    unique_owners = len(row_owners) < 2 or bool(np.all(np.diff(row_owners) > 0))
     for i, query in enumerate(queries):
         # einsum scores every row with the same loop, so equal rows get equal scores.
         scores = np.einsum("ij,j->i", vectors, query).astype(np.float32)
-        order = np.lexsort((row_owners, -scores))
-        _, first = np.unique(row_owners[order], return_index=True)
-        order = order[np.sort(first)][:k]
+        if unique_owners and len(scores) > k:
+            # Only rows scoring at least the k-th best can rank: sort those alone
+            # (all of them, so that ties at the k-th score still break by owner).
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            candidates = np.flatnonzero(scores >= kth)
+            order = candidates[np.lexsort((row_owners[candidates], -scores[candidates]))][:k]
+        else:
+            order = np.lexsort((row_owners, -scores))
+            _, first = np.unique(row_owners[order], return_index=True)
+            order = order[np.sort(first)][:k]
         result.owners[i, : len(order)] = row_owners[order]
         result.scores[i, : len(order)] = scores[order]
     return result
