@@ -39,7 +39,10 @@ def selected(among: np.ndarray | None) -> np.ndarray | None:
     store's ``search`` works from."""
     if among is None:
         return None
-    return np.unique(np.asarray(among, np.int64).ravel())
+    ids = np.asarray(among, np.int64).ravel()
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return ids  # already sorted and distinct (what filters give): no sort
+    return np.unique(ids)
 
 
 def empty_neighbours(m: int, k: int) -> Neighbours:

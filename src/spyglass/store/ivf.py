@@ -57,6 +57,7 @@ from spyglass.store.local import (
 #: inverted lists for a narrow filter; a larger one goes through the lists with a
 #: bitmap selector (measured: scripts/bench_filters.py, docs/casework.md).
 EXACT_SELECTION_ROWS = 2_000
+
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
 #: Training rows per cluster and k-means iterations: k-means is most of the build time
