@@ -57,10 +57,6 @@ from spyglass.store.local import (
 #: inverted lists for a narrow filter; a larger one goes through the lists with a
 #: bitmap selector (measured: scripts/bench_filters.py, docs/casework.md).
 EXACT_SELECTION_ROWS = 2_000
-#: From this share of the rows on, a selection is applied to the candidates of an
-#: unfiltered search made 1/share deeper, rather than by FAISS's selector (which scans
-#: the codes without their fast path: 3.8x the unfiltered time at 50% of 100k rows).
-OVERFETCH_FROM = 0.25
 
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
@@ -561,9 +557,8 @@ class IvfVectorStore(LocalVectorStore):
     def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
         """With a selection (``among``): at most ``EXACT_SELECTION_ROWS`` rows are scored
         exactly, read from the float16 file; a larger one goes through the inverted lists
-        with a bitmap selector (from ``OVERFETCH_FROM`` of the rows: without, deeper, the
-        selected candidates kept), widening (more candidates, more lists) until k owners
-        of the selection are found or every list was probed, so a narrow filter still
+        with a bitmap selector, widening (more candidates, more lists) until k owners of
+        the selection are found or every list was probed, so a narrow filter still
         returns k."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dims:
@@ -572,21 +567,12 @@ class IvfVectorStore(LocalVectorStore):
         chosen = None if among is None else self.selection_rows(among)
         if chosen is not None and len(chosen) <= EXACT_SELECTION_ROWS:
             return self._search_rows(queries, k, chosen)
-        member = None  # rows of a broad selection, kept from the candidates
-        overfetch = 1
         with self._lock:
             loaded = self._searchable()
             if loaded is not None:
-                selector = self._selector(loaded)
-                if chosen is not None and len(chosen) < OVERFETCH_FROM * self._rows:
-                    selector = rows_bitmap(chosen, self._rows)
-                elif chosen is not None:
-                    # FAISS's selector turns off the codes' fast scan (3.8x slower at
-                    # 50%): a broad selection searches without it, 1/share deeper,
-                    # and keeps the selected candidates (widening below if short).
-                    member = np.zeros(max(loaded.rows, self._rows), bool)
-                    member[chosen] = True
-                    overfetch = -(-self._rows // max(len(chosen), 1))
+                selector = (
+                    self._selector(loaded) if chosen is None else rows_bitmap(chosen, self._rows)
+                )
                 owners = self.owners()
                 unique_owners = self._one_row_per_owner
                 rows = self._rows
@@ -600,7 +586,7 @@ class IvfVectorStore(LocalVectorStore):
             return result
         nprobe = min(self.nprobe(loaded.record), loaded.lists)
         layout = IvfLayout.parse(loaded.record.layout)
-        fetch = min(loaded.rows, candidates_to_rescore(self._rescore_depth(layout), k) * overfetch)
+        fetch = min(loaded.rows, candidates_to_rescore(self._rescore_depth(layout), k))
         pending = np.arange(len(queries))
         while len(pending):
             candidates = self._candidates(loaded, queries[pending], fetch, nprobe, selector)
@@ -609,8 +595,6 @@ class IvfVectorStore(LocalVectorStore):
             for slot, i in enumerate(pending.tolist()):
                 found = candidates[slot]
                 found = np.unique(found[found >= 0])
-                if member is not None:
-                    found = found[member[found]]
                 best_owners, best_scores = rescore(
                     queries[i], found, matrix, owners, k, unique_owners=unique_owners
                 )
