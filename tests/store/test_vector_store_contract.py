@@ -300,9 +300,7 @@ def assert_selection(store, owners, vectors, queries, k, among, hidden=()) -> No
     want = selection_reference(owners, vectors, queries, k, among, hidden)
     for i, ranked in enumerate(want):
         assert got.owners[i, : len(ranked)].tolist() == [o for o, _ in ranked]
-        np.testing.assert_allclose(
-            got.scores[i, : len(ranked)], [s for _, s in ranked], atol=1e-5
-        )
+        np.testing.assert_allclose(got.scores[i, : len(ranked)], [s for _, s in ranked], atol=1e-5)
         assert (got.owners[i, len(ranked) :] == -1).all()
 
 
@@ -359,5 +357,9 @@ def test_a_large_selection_goes_through_the_stores_own_filtering(make_store, mon
     owners = np.arange(500)
     vectors = unit_rows(rng, 500)
     store, _ = filled(make_store, owners, vectors)
-    among = np.sort(rng.choice(500, 150, replace=False))
-    assert_selection(store, owners, vectors, unit_rows(rng, 5), 40, among)
+    queries = unit_rows(rng, 5)
+    for share in (0.04, 0.3, 0.8):
+        among = np.sort(rng.choice(500, int(500 * share), replace=False))
+        assert_selection(store, owners, vectors, queries, 40, among)
+    store.set_hidden([int(among[0])])
+    assert_selection(store, owners, vectors, queries, 40, among, hidden=[int(among[0])])
