@@ -81,3 +81,13 @@ def test_picking_facets_shows_only_matching_images(
     page.click("#filters-clear")
     wait_for_search(page, before)
     assert len(tiles(page)) == len(filter_collection)  # the words alone again
+
+    page.fill("#query-text", "")
+    before = searches(page)
+    facet_button(page, "gps", "yes").click()  # browse: no words, one filter
+    wait_for_search(page, before)
+    with_gps = ids_where(engine, filter_collection, lambda p: p.gps)
+    assert {t["id"] for t in tiles(page)} == with_gps
+    facet_button(page, "gps", "yes").click()  # taken off: nothing is asked any more
+    until(page, "() => document.querySelectorAll('#grid-sizer .tile').length === 0")
+    assert page.is_visible("#results-empty")

@@ -286,7 +286,19 @@ const filterPanel = new FilterPanel(
   $("facets"),
   { after: $("filter-after"), before: $("filter-before"), minSize: $("filter-min-size"), clear: $("filters-clear") },
   // Filters narrow the same query (marks stay); with no query they browse.
-  () => (state.request || filterPanel.current()) && search({ keepMarks: true }),
+  () => {
+    if (filterPanel.current() || (state.request && !describeEmpty({ ...state.request, filters: undefined }))) {
+      search({ keepMarks: true });
+    } else if (state.request) {
+      // The last filter of a browse was taken off: nothing is asked any more.
+      state.generation++;
+      state.request = null;
+      grid.clear();
+      $("results-empty").hidden = false;
+      document.body.dataset.results = "0";
+      summary("");
+    }
+  },
 );
 
 async function loadFacets() {
