@@ -123,3 +123,26 @@ def test_the_openapi_document_describes_filters_and_facets(
         "min_size",
     }
     assert "filters" in schemas["SearchRequest"]["properties"]
+
+
+def test_the_one_shot_upload_search_takes_filters_as_json_text(
+    served: tuple[TestClient, Spyglass], filter_collection: list[Planned]
+) -> None:
+    client, engine = served
+    watch = next(p for p in filter_collection if p.label == "watch")
+    wanted = ids_where(engine, filter_collection, lambda p: p.format == "PNG")
+    with watch.path.open("rb") as handle:
+        answer = client.post(
+            "/api/search/upload",
+            files={"image": ("watch.jpg", handle, "image/jpeg")},
+            data={"limit": "50", "filters": '{"formats": ["png"]}'},
+        )
+    assert answer.status_code == 200, answer.text
+    assert {r["id"] for r in answer.json()["results"]} == wanted
+    with watch.path.open("rb") as handle:
+        refused = client.post(
+            "/api/search/upload",
+            files={"image": ("watch.jpg", handle, "image/jpeg")},
+            data={"filters": "formats=png"},
+        )
+    assert refused.status_code == 400 and "JSON" in refused.json()["error"]["message"]

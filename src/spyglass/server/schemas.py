@@ -42,6 +42,7 @@ DateText = Annotated[str, Field(max_length=32)]
 CameraText = Annotated[str, Field(max_length=200)]
 FormatName = Annotated[str, Field(max_length=20)]
 SizeText = Annotated[str, Field(max_length=20)]
+FiltersText = Annotated[str, Field(max_length=100_000)]
 #: An optional field whose null is accepted but not advertised (clients leave it out).
 NoNull = SkipJsonSchema[None]
 #: The fields that are true or false (every other field refuses a boolean).
@@ -440,6 +441,11 @@ class SearchForm(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     limit: int = Field(default=50, ge=1, le=1000)
     collapse_duplicates: bool = False
+    filters: FiltersText | NoNull = Field(
+        default=None,
+        description="The filters object of POST /api/search, as JSON text.",
+        examples=['{"formats": ["jpeg"], "has_gps": true}'],
+    )
 
     def region_box(self) -> Region | None:
         """The region as a :class:`Region`; raises ``ValueError`` for numbers that are
