@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -310,6 +311,9 @@ def test_cli_search_takes_the_filters(
         key=lambda p: (-p.date, ids[p.path]),  # newest first, ties by id
     )
     assert out.splitlines() == [str(p.path) for p in nikons][:10]
+    status, out = run("search", "--camera", "nikon", "-k", "1", *index)
+    taken = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(nikons[0].date))
+    assert status == 0 and out.startswith(f"{taken}  #{ids[nikons[0].path]} ")  # dated
     status, out = run("info", *index)
     cameras = sum(p.camera is not None for p in collection)
     gps = sum(p.gps for p in collection)

@@ -391,7 +391,10 @@ def saved_run_command(
     sizes = None
     if saved.search.collapse is not None:
         sizes = [i.group_size if isinstance(i, CollapsedResult) else 1 for i in items]
-    print_results(results, as_json=as_json, paths_only=paths_only, group_sizes=sizes)
+    browsing = not saved.search.terms and not saved.search.positives
+    print_results(
+        results, as_json=as_json, paths_only=paths_only, group_sizes=sizes, dated=browsing
+    )
 
 
 @saved_group.command("delete")
