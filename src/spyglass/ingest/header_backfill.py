@@ -14,7 +14,7 @@ import warnings
 from PIL import Image
 
 from spyglass.image_meta import HeaderMeta, read_header_meta
-from spyglass.store.catalogue import Catalogue
+from spyglass.store.catalogue import HEADERS_BACKFILLED, Catalogue
 
 #: Images read per catalogue transaction.
 _BATCH = 500
@@ -24,10 +24,15 @@ def backfill_header_meta(catalogue: Catalogue) -> int:
     """Record header metadata for every live image that has none; returns how many.
     A file that cannot be opened now gets an empty record (its header says nothing we
     can read), so it is not tried at every run."""
+    # Set once every image has its header: images added since get theirs when they
+    # are inserted, so later runs skip the look over every image.
+    if catalogue.meta(HEADERS_BACKFILLED) == "1":
+        return 0
     done = 0
     while True:
         missing = catalogue.images_without_header_meta(_BATCH)
         if not missing:
+            catalogue.set_meta(HEADERS_BACKFILLED, "1")
             return done
         entries = [(image_id, _header_of(path)) for image_id, path in missing]
         with catalogue.transaction():

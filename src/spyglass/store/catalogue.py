@@ -28,6 +28,8 @@ from spyglass.store.failures import catalogue_error
 #: orientation). A catalogue of version 1 gets the table when next opened for writing;
 #: its images have no row there until ``spyglass index`` reads their headers again.
 SCHEMA_VERSION = 2
+#: Meta key set once every image's header was read (see ``ingest/header_backfill.py``).
+HEADERS_BACKFILLED = "header_meta_backfilled"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -183,7 +185,13 @@ class Catalogue:
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
-            # An older catalogue now has every table of this version.
+            # An older catalogue now has every table of this version; its images' headers
+            # are still to be read (``spyglass index`` does it).
+            self._db.execute(
+                "DELETE FROM meta WHERE key = ? AND (SELECT CAST(value AS INTEGER) FROM meta "
+                "WHERE key = 'schema_version') < 2",
+                (HEADERS_BACKFILLED,),
+            )
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' "
                 "AND CAST(value AS INTEGER) < ?",
