@@ -17,6 +17,7 @@ from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
 from spyglass.encoders.base import CountsTokens, mismatch_message
 from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
+from spyglass.query.filters import Facets, Filters, allowed_ids, count_facets
 from spyglass.query.terms import Query, TextTerm
 from spyglass.search import Searcher, SearchResult
 from spyglass.settings import IngestSettings, RuntimeSettings, VectorSearchSettings
@@ -52,6 +53,8 @@ class IndexStatus:
     skipped_files: list[SkippedFile] = field(default_factory=list)
     #: How each space is searched now: space -> {kind, rows, summary, recall_at_10, nprobe}.
     search: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Header metadata coverage over distinct images: read, capture_time, camera, gps.
+    metadata: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class IndexStatus:
             "roots": self.roots,
             "crop_grid": self.crop_grid,
             "search": self.search,
+            "metadata": self.metadata,
             "skipped_files": [
                 {"path": s.path, "reason": s.reason, "message": s.message}
                 for s in self.skipped_files
@@ -155,6 +159,15 @@ class Spyglass:
         return self.searcher.search(query)
 
     # -- case work (spyglass.casework) ---------------------------------------------------
+
+    def count_filtered(self, filters: Filters) -> int:
+        """How many images ``filters`` keep."""
+        return len(allowed_ids(self.index.catalogue, filters))
+
+    def facets(self, filters: Filters | None = None) -> Facets:
+        """Images counted per folder, format, camera, year and GPS (those ``filters``
+        keep, or all), for a filter panel."""
+        return count_facets(self.index.catalogue, filters)
 
     def duplicates(
         self,
@@ -301,6 +314,7 @@ class Spyglass:
                 if hasattr(store, "describe")
             },
             skipped_files=index.catalogue.skipped(skipped_limit),
+            metadata=index.catalogue.header_meta_counts(),
         )
 
 

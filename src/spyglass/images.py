@@ -11,12 +11,13 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from spyglass.errors import ImageRejected
+from spyglass.image_meta import HeaderMeta, read_header_meta
 
 #: Formats Spyglass decodes (Pillow format names) and the extensions they come under.
 DECODED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "AVIF", "JPEG2000", "PPM", "QOI")
@@ -52,6 +53,8 @@ class DecodedImage:
     width: int
     height: int
     format: str
+    #: What the header says (capture time, camera, GPS...); empty unless asked for.
+    meta: HeaderMeta = field(default_factory=HeaderMeta)
 
 
 def is_candidate(path: str | Path) -> bool:
@@ -114,6 +117,7 @@ def decode_image(
     max_pixels: int,
     min_side: int = DEFAULT_MIN_SIDE,
     max_side: int | None = None,
+    header: bool = False,
 ) -> DecodedImage:
     """Bytes -> RGB image, upright per EXIF, decoded no smaller than ``min_side``.
 
@@ -121,7 +125,8 @@ def decode_image(
     an integer factor right after decoding, before it is turned upright and into RGB:
     a query image needs no more, and a small PNG declaring 8000x8000 then costs one
     8-bit plane instead of several full-size RGB copies. ``width`` and ``height`` stay
-    the original's.
+    the original's. With ``header``, ``meta`` holds the EXIF facts (read from the
+    header Pillow has already parsed: no second decode).
 
     Refuses, with :class:`ImageRejected`, anything that is not an image in one of
     :data:`DECODED_FORMATS`, declares more than ``max_pixels`` pixels (checked from the
@@ -152,6 +157,7 @@ def decode_image(
             )
         fmt = image.format or "unknown"
         orientation = _orientation(image)
+        meta = read_header_meta(image) if header else HeaderMeta()
         if orientation in _TRANSPOSED_ORIENTATIONS:
             width, height = height, width
 
@@ -173,7 +179,7 @@ def decode_image(
             message = str(exc)
             reason = "truncated" if "truncated" in message or "EOF" in message else "corrupt"
             raise ImageRejected(reason, f"cannot decode image: {message}") from exc
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt)
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt, meta=meta)
 
 
 def open_image_file(

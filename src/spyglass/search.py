@@ -11,6 +11,7 @@ import numpy as np
 from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
 from spyglass.images import crop_region, decode_image, read_image_file
+from spyglass.query.filters import Filters, allowed_ids, browse
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method, sum_query
 from spyglass.query.rerank import (
     RERANK_DEPTH,
@@ -139,6 +140,7 @@ class Searcher:
             positive_ids=query.positives,
             negative_ids=query.negatives,
             encoder=self.encoder,
+            among=self.allowed(query.filters),
         )
         for ids, target in (
             (query.positives, context.positives),
@@ -150,17 +152,30 @@ class Searcher:
                     target[space] = np.stack([v[space] for v in per_id])
         return context
 
+    def allowed(self, filters: Filters) -> np.ndarray | None:
+        """(n,) int64 sorted ids of the images ``filters`` keep; ``None`` for no
+        filters (every image)."""
+        if filters.empty:
+            return None
+        return allowed_ids(self.index.catalogue, filters)
+
     def rank(self, query: Query) -> list[tuple[int, float]]:
         """The whole ranking down to ``offset + k``: (image id, rank score), best first."""
         return self._ranked(query)[1]
 
     def _ranked(self, query: Query) -> tuple[RankContext, list[tuple[int, float]]]:
+        if query.browsing:
+            context = RankContext(self.index, self.encoder.info, [])
+            # Dates stand as rank scores: newest first, as browsing lists them.
+            return context, browse(self.index.catalogue, query.filters, query.offset + query.k)
         task = query.task
         method = get_method(query.method, task)
         size = collection_size(self.index)  # O(1): the default re-ranking depends on it
         reranker = get_reranker(query.rerank, task, size)
         context = self.context(query)
         wanted = query.offset + query.k
+        if context.among is not None and len(context.among) == 0:
+            return context, []  # the filters keep no image
         if resolve_reranker(query.rerank, task, size) == "none":
             return context, method(context, wanted)
         ranking = method(context, max(wanted, RERANK_DEPTH))
@@ -180,6 +195,9 @@ class Searcher:
         ``min_score``, only those whose cosine with the query reaches it."""
         context, ranking = self._ranked(query)
         ranking = ranking[query.offset :]
+        if query.browsing:
+            # No query to be similar to: score 0, the date as the rank score.
+            return self.describe([(image_id, date, 0.0) for image_id, date in ranking])
         cosines = query_cosines(context, [image_id for image_id, _ in ranking])
         hits = [
             (image_id, rank_score, cosine)

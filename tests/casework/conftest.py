@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -109,3 +110,23 @@ def image_id(engine: Spyglass, path: Path) -> int:
     state = engine.index.catalogue.file(str(path))
     assert state is not None, path
     return state.image_id
+
+
+@pytest.fixture(scope="session")
+def filter_collection(data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Any]:
+    """24 images with known folders, formats, sizes, EXIF and file times (for filters)."""
+    from .filtered_collection import plan
+
+    return plan(data_root, tmp_path_factory.mktemp("filters-data") / "collection")
+
+
+@pytest.fixture(scope="session")
+def filtered_index(
+    filter_collection: list[Any], bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """``filter_collection`` indexed once; tests open it read-only."""
+    folder = tmp_path_factory.mktemp("filters-index") / "index"
+    root = filter_collection[0].path.parents[2]
+    with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
+        writer.add([str(root)])
+    return folder

@@ -80,8 +80,8 @@ class Reopened:
         for owner in owners:
             self.hidden[int(owner)] = hidden
 
-    def search(self, queries: np.ndarray, k: int):
-        return self.reader().search(queries, k)
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None):
+        return self.reader().search(queries, k, among=among)
 
     def fetch(self, owners: np.ndarray) -> np.ndarray:
         return self.reader().fetch(owners)
@@ -278,3 +278,88 @@ def test_a_batch_is_answered_as_its_queries_one_by_one(make_store):
         single = store.search(queries[i : i + 1], 12)
         np.testing.assert_array_equal(batch.owners[i], single.owners[0])
         np.testing.assert_allclose(batch.scores[i], single.scores[0], atol=1e-5)
+
+
+def selection_reference(owners: np.ndarray, vectors: np.ndarray, queries, k, among, hidden=()):
+    """The filtered brute force, written out with NumPy alone: score every row, keep the
+    rows whose owner is selected and not hidden, best row per owner, ties by owner."""
+    keep = np.isin(owners, among) & ~np.isin(owners, list(hidden))
+    scores = queries @ vectors[keep].T
+    kept_owners = owners[keep]
+    ranked = []
+    for row in scores:
+        best: dict[int, float] = {}
+        for owner, score in zip(kept_owners.tolist(), row.tolist(), strict=True):
+            best[owner] = max(best.get(owner, -np.inf), score)
+        ranked.append(sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k])
+    return ranked
+
+
+def assert_selection(store, owners, vectors, queries, k, among, hidden=()) -> None:
+    got = store.search(queries, k, among=among)
+    want = selection_reference(owners, vectors, queries, k, among, hidden)
+    for i, ranked in enumerate(want):
+        assert got.owners[i, : len(ranked)].tolist() == [o for o, _ in ranked]
+        np.testing.assert_allclose(got.scores[i, : len(ranked)], [s for _, s in ranked], atol=1e-5)
+        assert (got.owners[i, len(ranked) :] == -1).all()
+
+
+def test_a_selection_returns_the_filtered_brute_force(make_store):
+    """Only selected owners come back, exactly as brute force over the selection ranks
+    them, with hidden owners still left out and crops scored by their best row."""
+    rng = np.random.default_rng(30)
+    owners = np.arange(400)
+    vectors = unit_rows(rng, 400)
+    store, _ = filled(make_store, owners, vectors)
+    queries = unit_rows(rng, 4)
+    among = np.sort(rng.choice(400, 120, replace=False))
+    for k in (1, 10, 120, 200):
+        assert_selection(store, owners, vectors, queries, k, among)
+    store.set_hidden(among[:7].tolist())
+    assert_selection(store, owners, vectors, queries, 30, among, hidden=among[:7].tolist())
+    assert (store.search(queries, 5, among=np.zeros(0, np.int64)).owners == -1).all()
+
+
+def test_a_selection_of_crops_scores_each_owner_by_its_best_row(make_store):
+    rng = np.random.default_rng(31)
+    owners = np.repeat(np.arange(60), 4)
+    vectors = unit_rows(rng, 240)
+    store, _ = filled(make_store, owners, vectors)
+    among = np.array([3, 8, 9, 20, 41, 59])
+    assert_selection(store, owners, vectors, unit_rows(rng, 3), 5, among)
+
+
+def test_a_selection_far_from_the_query_still_returns_k(make_store):
+    """A 0.1% selection whose rows all score below thousands of others: a search that
+    filtered its results afterwards would return nothing; this one returns all k."""
+    rng = np.random.default_rng(32)
+    n = 6000
+    vectors = unit_rows(rng, n)
+    query = vectors[:1].copy()
+    # The selected owners point away from the query: every other row outranks them.
+    among = np.sort(rng.choice(np.arange(1, n), 6, replace=False))
+    vectors[among] = -vectors[among] * np.sign(vectors[among] @ query.T)
+    vectors = vectors.astype(np.float16).astype(np.float32)
+    owners = np.arange(n)
+    store, _ = filled(make_store, owners, vectors)
+    assert_selection(store, owners, vectors, query, 5, among)
+    assert (store.search(query, 5, among=among).owners >= 0).all()
+
+
+def test_a_large_selection_goes_through_the_stores_own_filtering(make_store, monkeypatch):
+    """Past EXACT_SELECTION_ROWS the IVF store filters inside its inverted lists (a
+    bitmap selector, widening until k are found) instead of scoring the selected rows
+    itself: same answers. (The other cases here select fewer rows than that.)"""
+    import spyglass.store.ivf as ivf
+
+    monkeypatch.setattr(ivf, "EXACT_SELECTION_ROWS", 10)
+    rng = np.random.default_rng(33)
+    owners = np.arange(500)
+    vectors = unit_rows(rng, 500)
+    store, _ = filled(make_store, owners, vectors)
+    queries = unit_rows(rng, 5)
+    for share in (0.04, 0.3, 0.8):
+        among = np.sort(rng.choice(500, int(500 * share), replace=False))
+        assert_selection(store, owners, vectors, queries, 40, among)
+    store.set_hidden([int(among[0])])
+    assert_selection(store, owners, vectors, queries, 40, among, hidden=[int(among[0])])

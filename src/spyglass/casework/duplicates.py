@@ -315,9 +315,16 @@ def collapse_duplicates(
     wanted = query.offset + query.k
     available = index.count()
     depth = min(max(wanted * 2, wanted + 20), max(available, 1))
+    # With filters, a group shows only the members the filters keep (its size too):
+    # the groups are the collection's, what is shown of them is what was searched.
+    among = None
+    if not query.filters.empty:
+        from spyglass.query.filters import allowed_ids
+
+        among = set(allowed_ids(index.catalogue, query.filters).tolist())
     while True:
         ranked = search(replace(query, offset=0, k=depth))
-        kept = collapse_ranking(index, ranked, rule, hashes)
+        kept = collapse_ranking(index, ranked, rule, hashes, among)
         exhausted = len(ranked) < depth or depth >= available
         if len(kept) >= wanted or exhausted:
             return kept[query.offset : wanted]
@@ -329,8 +336,10 @@ def collapse_ranking(
     ranked: list[SearchResult],
     rule: DuplicateRule,
     hashes: PerceptualHashes | None = None,
+    among: set[int] | None = None,
 ) -> list[CollapsedResult]:
-    """A ranking with each group's members after its first folded into it."""
+    """A ranking with each group's members after its first folded into it; with
+    ``among`` (the ids metadata filters keep), only those members are listed."""
     joined = groups_around(index, [r.image_id for r in ranked], rule, hashes)
     rank_of = {r.image_id: n for n, r in enumerate(ranked)}
     members: dict[int, list[int]] = {}
@@ -343,7 +352,11 @@ def collapse_ranking(
         if root in seen:
             continue
         seen.add(root)
-        others = [i for i in members.get(root, []) if i != result.image_id]
+        others = [
+            i
+            for i in members.get(root, [])
+            if i != result.image_id and (among is None or i in among)
+        ]
         others.sort(key=lambda i: (rank_of.get(i, len(ranked)), i))
         kept.append(CollapsedResult(result, tuple(others)))
     return kept

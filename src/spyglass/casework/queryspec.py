@@ -20,6 +20,7 @@ from spyglass.casework.digests import bytes_sha256, file_digests
 from spyglass.casework.duplicates import DuplicateRule
 from spyglass.errors import InvalidQuery
 from spyglass.images import Region, read_image_file
+from spyglass.query.filters import Filters
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region
 from spyglass.store.index import Index
 
@@ -71,9 +72,8 @@ RecordedTerm = RecordedText | RecordedImage
 
 @dataclass(frozen=True)
 class SearchSpec:
-    """Everything that decides a ranking. ``filters`` is empty: searches have no
-    metadata filters yet (the field is kept so that case files need no new version
-    when they come)."""
+    """Everything that decides a ranking. ``filters`` is the metadata filters as
+    :meth:`~spyglass.query.filters.Filters.to_json` writes them (``{}``: none)."""
 
     terms: tuple[RecordedTerm, ...]
     k: int = 10
@@ -101,6 +101,7 @@ class SearchSpec:
             positives=self.positives,
             negatives=self.negatives,
             rerank=self.rerank,
+            filters=Filters.from_json(self.filters),
         )
 
     def marks(self) -> dict[int, str]:
@@ -129,6 +130,8 @@ class SearchSpec:
             words.append(f"re-ranked by {self.rerank}")
         if self.collapse is not None:
             words.append("near-duplicates collapsed")
+        if self.filters:
+            words.append("filtered: " + Filters.from_json(self.filters).describe())
         return " · ".join(words) or "feedback only"
 
     def to_json(self, *, copies: bool = True) -> dict[str, Any]:
@@ -191,6 +194,7 @@ def record_query(
         positives=query.positives,
         negatives=query.negatives,
         collapse=collapse,
+        filters=query.filters.to_json(),
     )
 
 

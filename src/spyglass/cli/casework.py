@@ -25,6 +25,7 @@ from spyglass.casework.duplicates import (
 from spyglass.casework.saved import SavedSearches
 from spyglass.cli.options import (
     device_option,
+    filter_options,
     index_option,
     memory_budget_option,
     runtime_settings,
@@ -32,6 +33,7 @@ from spyglass.cli.options import (
 )
 from spyglass.cli.searching import build_terms, marked_image_id, parse_region, print_results
 from spyglass.engine import Spyglass
+from spyglass.query.filters import Filters
 from spyglass.query.terms import Query
 
 
@@ -279,6 +281,7 @@ def saved_group() -> None:
 @click.option("--min-score", type=float, default=None)
 @click.option("--collapse-duplicates", is_flag=True, help="Collapse near-duplicates.")
 @click.option("--replace", "replace_existing", is_flag=True, help="Overwrite a search of NAME.")
+@filter_options
 @device_option
 def saved_save_command(
     name: str,
@@ -298,6 +301,7 @@ def saved_save_command(
     collapse_duplicates: bool,
     replace_existing: bool,
     device: str | None,
+    filters: Filters,
 ) -> None:
     """Save a search as NAME (the options are those of `spyglass search`)."""
     terms = build_terms(
@@ -312,6 +316,7 @@ def saved_save_command(
             positives=tuple(marked_image_id(engine, m) for m in good),
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
+            filters=filters,
         )
         spec = engine.record(query, DuplicateRule() if collapse_duplicates else None)
         SavedSearches(engine.index.folder).save(name, spec, replace_existing=replace_existing)
@@ -386,7 +391,10 @@ def saved_run_command(
     sizes = None
     if saved.search.collapse is not None:
         sizes = [i.group_size if isinstance(i, CollapsedResult) else 1 for i in items]
-    print_results(results, as_json=as_json, paths_only=paths_only, group_sizes=sizes)
+    browsing = not saved.search.terms and not saved.search.positives
+    print_results(
+        results, as_json=as_json, paths_only=paths_only, group_sizes=sizes, dated=browsing
+    )
 
 
 @saved_group.command("delete")

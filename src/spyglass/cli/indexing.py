@@ -294,6 +294,14 @@ def info_command(
     click.echo(f"images:   {status.images:,} files, {status.unique_images:,} distinct")
     if status.crop_grid:
         click.echo(f"crops:    {status.crop_grid}x{status.crop_grid} per image")
+    if status.metadata:
+        meta = status.metadata
+        unread = status.unique_images - meta["read"]
+        click.echo(
+            f"metadata: {meta['capture_time']:,} with EXIF capture time, {meta['camera']:,} "
+            f"camera, {meta['gps']:,} GPS"
+            + (f" ({unread:,} not read yet: run spyglass index again)" if unread > 0 else "")
+        )
     click.echo(f"skipped:  {status.skipped:,}")
     for root in status.roots:
         click.echo(f"folder:   {root}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -101,3 +102,82 @@ def runtime_settings(device: str | None = None, quiet: bool = False) -> RuntimeS
 
 def print_preparation_step(line: str) -> None:
     click.echo(line, err=True)
+
+
+def filter_options(function: F) -> F:
+    """The metadata filter options (``--under``, ``--after``, ``--before``, ``--camera``,
+    ``--has-gps/--no-gps``, ``--format``, ``--min-size``), handed to the command as one
+    ``filters`` argument (:class:`~spyglass.query.filters.Filters`); a bad value is one
+    line (InvalidQuery)."""
+    import functools
+
+    from spyglass.query.filters import Filters
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        kwargs["filters"] = Filters.parse(
+            under=kwargs.pop("filter_under"),
+            after=kwargs.pop("filter_after"),
+            before=kwargs.pop("filter_before"),
+            camera=kwargs.pop("filter_camera"),
+            has_gps=kwargs.pop("filter_has_gps"),
+            formats=kwargs.pop("filter_formats"),
+            min_size=kwargs.pop("filter_min_size"),
+            cwd=Path.cwd(),
+        )
+        return function(*args, **kwargs)
+
+    options = [
+        click.option(
+            "--under",
+            "filter_under",
+            multiple=True,
+            type=click.Path(file_okay=False),
+            help="Only images with a file under this folder. Repeatable (any of them).",
+        ),
+        click.option(
+            "--after",
+            "filter_after",
+            default=None,
+            metavar="DATE",
+            help="Only images dated from DATE on (YYYY, YYYY-MM, YYYY-MM-DD or "
+            "YYYY-MM-DDTHH:MM, UTC). Date: EXIF capture time, else the file's mtime.",
+        ),
+        click.option(
+            "--before",
+            "filter_before",
+            default=None,
+            metavar="DATE",
+            help="Only images dated up to the end of DATE (--after 2020 --before 2020: all "
+            "of 2020).",
+        ),
+        click.option(
+            "--camera",
+            "filter_camera",
+            default=None,
+            help="Only images whose EXIF camera make/model contains this (any case).",
+        ),
+        click.option(
+            "--has-gps/--no-gps",
+            "filter_has_gps",
+            default=None,
+            help="Only images with (or without) an EXIF GPS position.",
+        ),
+        click.option(
+            "--format",
+            "filter_formats",
+            multiple=True,
+            metavar="FORMAT",
+            help="Only images of this format (jpeg, png, webp...). Repeatable.",
+        ),
+        click.option(
+            "--min-size",
+            "filter_min_size",
+            default=None,
+            metavar="WxH",
+            help="Only images at least this many pixels wide and high (e.g. 800x600).",
+        ),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]

@@ -10,6 +10,7 @@ import click
 
 from spyglass.cli.options import (
     device_option,
+    filter_options,
     index_option,
     memory_budget_option,
     model_option,
@@ -18,6 +19,7 @@ from spyglass.cli.options import (
 )
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery, UnknownImageId
+from spyglass.query.filters import Filters
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region, parse_terms
 from spyglass.search import SearchResult
 
@@ -178,6 +180,7 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
     help="Append this search (and its export) to an audit log (JSON Lines, each entry "
     "chained to the one before by SHA-256; check it with `spyglass audit verify`).",
 )
+@filter_options
 @model_option
 @device_option
 @memory_budget_option
@@ -204,8 +207,10 @@ def search_command(
     model: str | None,
     device: str | None,
     memory_budget: int | None,
+    filters: Filters,
 ) -> None:
-    """Search by TEXT, by --image, or both.
+    """Search by TEXT, by --image, or both; with filters alone, list the images they
+    keep, newest first.
 
     TEXT may combine weighted terms, rclip style: "2:golden retriever" + ./pool.jpg - fruit
 
@@ -237,6 +242,7 @@ def search_command(
             positives=tuple(marked_image_id(engine, m) for m in good),
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
+            filters=filters,
         )
         for note in engine.query_notes(query):
             click.echo(f"note: {note}", err=True)
@@ -248,7 +254,13 @@ def search_command(
             group_sizes = [g.group_size for g in groups] if collapse_duplicates else None
         else:
             results, group_sizes = engine.search(query), None
-    print_results(results, as_json=as_json, paths_only=paths_only, group_sizes=group_sizes)
+    print_results(
+        results,
+        as_json=as_json,
+        paths_only=paths_only,
+        group_sizes=group_sizes,
+        dated=query.browsing,
+    )
 
 
 def print_results(
@@ -257,14 +269,20 @@ def print_results(
     as_json: bool = False,
     paths_only: bool = False,
     group_sizes: list[int] | None = None,
+    dated: bool = False,
 ) -> None:
     """Results on stdout: a JSON array, the paths alone, or score, #id and path a line.
-    ``group_sizes``: the near-duplicate group each result stands for (collapsed)."""
+    ``group_sizes``: the near-duplicate group each result stands for (collapsed).
+    ``dated``: browsing by filters, each result's rank score is its date (seconds since
+    1970), shown as a UTC date in place of the score (and as ``date`` in JSON)."""
     if as_json:
         documents = [r.to_json() for r in results]
         if group_sizes is not None:
             for document, size in zip(documents, group_sizes, strict=True):
                 document["group_size"] = size
+        if dated:
+            for document, result in zip(documents, results, strict=True):
+                document["date"] = _utc(result.rank_score)
         click.echo(json.dumps(documents, indent=2))
         return
     if not results:
@@ -279,4 +297,12 @@ def print_results(
         if group_sizes is not None and group_sizes[n] > 1:
             copies += f"  (+{group_sizes[n] - 1} near-duplicates)"
         image_id = f"#{result.image_id}".ljust(id_width + 1)
-        click.echo(f"{result.score:8.4f}  {image_id}  {result.path}{copies}")
+        first = _utc(result.rank_score) if dated else f"{result.score:8.4f}"
+        click.echo(f"{first}  {image_id}  {result.path}{copies}")
+
+
+def _utc(seconds: float) -> str:
+    """Seconds since 1970 -> ``YYYY-MM-DD HH:MM:SS`` (UTC, as the date rule reads EXIF)."""
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%S")

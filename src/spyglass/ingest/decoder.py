@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from PIL import Image
 
 from spyglass.encoders.base import Encoder
 from spyglass.errors import ImageRejected, IndexProblem
+from spyglass.image_meta import HeaderMeta
 from spyglass.images import Region, crop_region, decode_image
 from spyglass.ingest.reader import ReadFile
 from spyglass.settings import IngestSettings
@@ -47,6 +48,7 @@ class DecodedFile:
     width: int
     height: int
     format: str
+    meta: HeaderMeta = field(default_factory=HeaderMeta)
 
 
 def crop_windows(grid: int) -> list[Region]:
@@ -67,10 +69,12 @@ def decode_for(
 ) -> DecodedFile:
     """Decode and preprocess one file (and its crops). Raises ``ImageRejected``;
     thread-safe."""
-    decoded = decode_image(read.data, max_pixels=settings.max_pixels)
+    decoded = decode_image(read.data, max_pixels=settings.max_pixels, header=True)
     pixels = encoder.preprocess(decoded.image)
     crops = [encoder.preprocess(crop_region(decoded.image, window)) for window in windows]
-    return DecodedFile(read, pixels, crops, decoded.width, decoded.height, decoded.format)
+    return DecodedFile(
+        read, pixels, crops, decoded.width, decoded.height, decoded.format, decoded.meta
+    )
 
 
 def process_preprocess(encoder: Encoder) -> Preprocess | None:
@@ -104,8 +108,8 @@ class PendingDecode:
             return decoded
         if isinstance(outcome, _Rejected):
             raise ImageRejected(outcome.reason, outcome.message)
-        pixels, crops, width, height, fmt = outcome
-        return DecodedFile(self.read, pixels, crops, width, height, fmt)
+        pixels, crops, width, height, fmt, meta = outcome
+        return DecodedFile(self.read, pixels, crops, width, height, fmt, meta)
 
 
 class DecodeBatch:
@@ -231,15 +235,15 @@ class _Rejected:
 
 def _decode_in_worker(
     preprocess: Preprocess, data: bytes, max_pixels: int, windows: list[Region]
-) -> tuple[np.ndarray, list[np.ndarray], int, int, str] | _Rejected:
+) -> tuple[np.ndarray, list[np.ndarray], int, int, str, HeaderMeta] | _Rejected:
     """:func:`decode_for` in a worker process, with the file's bytes sent over."""
     try:
-        decoded = decode_image(data, max_pixels=max_pixels)
+        decoded = decode_image(data, max_pixels=max_pixels, header=True)
     except ImageRejected as rejected:
         return _Rejected(rejected.reason, str(rejected))
     pixels = preprocess(decoded.image)
     crops = [preprocess(crop_region(decoded.image, window)) for window in windows]
-    return pixels, crops, decoded.width, decoded.height, decoded.format
+    return pixels, crops, decoded.width, decoded.height, decoded.format, decoded.meta
 
 
 def _worker_started(parent: int) -> None:

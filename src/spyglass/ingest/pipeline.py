@@ -28,6 +28,7 @@ from spyglass.encoders.base import Encoder
 from spyglass.errors import ImageRejected, IndexProblem, InvalidQuery
 from spyglass.images import Region
 from spyglass.ingest.decoder import DecodeBatch, DecodedFile, Decoder, crop_windows
+from spyglass.ingest.header_backfill import backfill_header_meta
 from spyglass.ingest.reader import FoundFile, normalise_root, read_and_hash, walk
 from spyglass.ingest.writer import GroupWriter
 from spyglass.settings import IngestSettings
@@ -146,6 +147,8 @@ class Ingest:
         windows = crop_windows(self._crop_grid())
         self._process(todo, known, writer, report, windows)
         writer.commit()
+        if catalogue.has_table("image_meta"):
+            backfill_header_meta(catalogue)  # images indexed before headers were kept
         report.seconds = time.perf_counter() - started
         self._notify("done", len(todo), len(todo), report)
         return report
@@ -357,7 +360,9 @@ class Outcomes:
 
 def new_image(decoded: DecodedFile) -> NewImage:
     """The catalogue's record of a decoded file's content."""
-    return NewImage(decoded.read.content_hash, decoded.width, decoded.height, decoded.format)
+    return NewImage(
+        decoded.read.content_hash, decoded.width, decoded.height, decoded.format, decoded.meta
+    )
 
 
 def embed_decoded(

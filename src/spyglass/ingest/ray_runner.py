@@ -38,6 +38,7 @@ import numpy as np
 from spyglass.encoders import load_encoder
 from spyglass.encoders.base import Encoder
 from spyglass.errors import ImageRejected, IndexProblem, ModelError, SpyglassError
+from spyglass.image_meta import HeaderMeta
 from spyglass.images import Region
 from spyglass.ingest.decoder import DecodedFile, decode_for
 from spyglass.ingest.pipeline import (
@@ -73,11 +74,11 @@ class Rejected:
 
 @dataclass(frozen=True)
 class EmbeddedBatch:
-    """A worker's answer for one batch: per file, in order, its (width, height, format)
-    or why it was rejected; ``vectors`` holds the rows of the files that decoded, in
-    order (as :func:`~spyglass.ingest.pipeline.embed_decoded` gives them)."""
+    """A worker's answer for one batch: per file, in order, its (width, height, format,
+    header metadata) or why it was rejected; ``vectors`` holds the rows of the files that
+    decoded, in order (as :func:`~spyglass.ingest.pipeline.embed_decoded` gives them)."""
 
-    files: list[tuple[int, int, str] | Rejected]
+    files: list[tuple[int, int, str, HeaderMeta] | Rejected]
     vectors: dict[str, SpaceRows]
 
 
@@ -121,7 +122,10 @@ class EmbeddingWorker:
             pixels = np.stack([d.pixels for d in ready])
             vectors = embed_decoded(self.encoder, pixels, ready, self.settings.batch_size)
         return EmbeddedBatch(
-            [(d.width, d.height, d.format) if isinstance(d, DecodedFile) else d for d in decoded],
+            [
+                (d.width, d.height, d.format, d.meta) if isinstance(d, DecodedFile) else d
+                for d in decoded
+            ],
             vectors,
         )
 

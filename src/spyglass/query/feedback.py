@@ -126,14 +126,19 @@ def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray
     come from a sample of ``count + POOL_SPARE`` images drawn once per state of the
     index (:func:`random_images`), less the marked ones, thinned to ``count`` by a draw
     seeded by the marked ids: the same feedback draws the same images, and a query
-    reads no rows for its negatives once the sample is in memory."""
+    reads no rows for its negatives once the sample is in memory. Under filters they
+    are drawn from the kept images (:func:`sample_among`), per query."""
     store = context.index.stores[space]
     marked = np.array(context.positive_ids + context.negative_ids, np.int64)
     if count <= 0:
         return np.zeros((0, store.dims), np.float32)
-    if len(store) >= SAMPLE_BY_POSITION_FROM:
+    if context.among is not None:
+        # Filtered: the negatives stand for what is being ranked, the kept images.
+        chosen = sample_among(context.among, count, marked)
+    elif len(store) >= SAMPLE_BY_POSITION_FROM:
         return draw_from(random_images(context.index, space, count + POOL_SPARE), count, marked)
-    chosen = sample_from_list(store, count, marked)
+    else:
+        chosen = sample_from_list(store, count, marked)
     if len(chosen) == 0:
         return np.zeros((0, store.dims), np.float32)
     return store.fetch(chosen).astype(np.float32)
@@ -180,6 +185,16 @@ def draw_from(sample: RandomImages, count: int, marked: np.ndarray) -> np.ndarra
         rng = np.random.default_rng([len(sample.owners), *sorted(int(i) for i in marked)])
         keep = np.sort(rng.choice(keep, size=count, replace=False))
     return sample.vectors[keep]
+
+
+def sample_among(among: np.ndarray, count: int, marked: np.ndarray) -> np.ndarray:
+    """(m,) int64 sorted: ``count`` distinct ids of ``among`` (sorted; all of them if
+    fewer), none of ``marked``, seeded like :func:`sample_from_list`."""
+    owners = among[~np.isin(among, marked)] if len(marked) else among
+    if len(owners) <= count:
+        return owners.copy()
+    rng = np.random.default_rng([len(owners), *sorted(int(i) for i in marked)])
+    return np.sort(rng.choice(owners, count, replace=False))
 
 
 def sample_from_list(

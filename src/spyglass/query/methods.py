@@ -45,6 +45,9 @@ class RankContext:
     #: The encoder that built the index, for methods that embed more text (PDV,
     #: Pic2Word) or ask it for optional capabilities; ``None`` where none is at hand.
     encoder: Encoder | None = None
+    #: (n,) int64 sorted ids of the images metadata filters keep; ``None``: every image.
+    #: Every search goes through :meth:`search`, which searches among these only.
+    among: np.ndarray | None = None
 
     @property
     def has_text(self) -> bool:
@@ -62,12 +65,12 @@ class RankContext:
         Where the index holds crop vectors for the space (``spyglass index --crops``) and
         ``use_crops`` is on, an image scores max(whole image, best crop)."""
         query = vector.reshape(1, -1).astype(np.float32)
-        ranking = self.index.stores[space].search(query, k).row(0)
+        ranking = self.index.stores[space].search(query, k, among=self.among).row(0)
         crops = self.index.stores.get(crop_space(space))
         if not self.use_crops or crops is None:
             return ranking
         best = dict(ranking)
-        for owner, score in crops.search(query, k).row(0):
+        for owner, score in crops.search(query, k, among=self.among).row(0):
             if score > best.get(owner, -np.inf):
                 best[owner] = score
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]

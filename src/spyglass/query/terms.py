@@ -16,6 +16,7 @@ from pathlib import Path
 
 from spyglass.errors import InvalidQuery
 from spyglass.images import IMAGE_EXTENSIONS, Region
+from spyglass.query.filters import Filters
 
 
 @dataclass(frozen=True)
@@ -70,20 +71,30 @@ class Query:
     positives: tuple[int, ...] = ()
     negatives: tuple[int, ...] = ()
     rerank: str = "default"
+    #: Metadata filters: only images they keep are searched. With filters and no terms
+    #: or marks, the query browses the kept images by date (:attr:`browsing`).
+    filters: Filters = field(default_factory=Filters)
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise InvalidQuery(f"the number of results must be at least 1, not {self.k}")
         if self.offset < 0:
             raise InvalidQuery(f"offset must be 0 or more, not {self.offset}")
-        if not self.terms and not self.positives:
-            raise InvalidQuery("empty query: give a text, an image, or images marked good")
+        if not self.terms and not self.positives and self.filters.empty:
+            raise InvalidQuery(
+                "empty query: give a text, an image, images marked good, or filters to browse"
+            )
         if self.terms and not any(t.weight > 0 for t in self.terms) and not self.positives:
             raise InvalidQuery("a query needs at least one term with a positive weight")
         both = sorted(set(self.positives) & set(self.negatives))
         if both:
             listed = ", ".join(f"#{i}" for i in both[:5]) + (" ..." if len(both) > 5 else "")
             raise InvalidQuery(f"an image cannot be marked both good and bad: {listed}")
+
+    @property
+    def browsing(self) -> bool:
+        """Filters alone: the kept images listed by date, newest first."""
+        return not self.terms and not self.positives and not self.negatives
 
     @property
     def texts(self) -> list[TextTerm]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from spyglass.errors import InvalidQuery
+from spyglass.query.filters import Filters
 from spyglass.query.methods import get_method
 from spyglass.query.rerank import get_reranker
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region
@@ -86,6 +87,9 @@ def build_query(
         words.append(f"method {request.method}")
     if request.rerank not in ("none", "default"):
         words.append(f"re-ranked by {request.rerank}")
+    filters = Filters() if request.filters is None else request.filters.to_filters()
+    if not filters.empty:
+        words.append(("" if terms or request.positives else "browsing ") + filters.describe())
 
     query = Query(
         tuple(terms),
@@ -96,6 +100,7 @@ def build_query(
         positives=tuple(dict.fromkeys(request.positives)),
         negatives=tuple(dict.fromkeys(request.negatives)),
         rerank=request.rerank,
+        filters=filters,
     )
     return BuiltQuery(query, " · ".join(words) or "feedback only")
 

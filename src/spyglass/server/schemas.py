@@ -17,6 +17,8 @@ from pydantic import (
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
+from spyglass.query.filters import Filters
+
 #: Largest image id a client may send: the largest integer JavaScript holds exactly.
 MAX_ID = 2**53 - 1
 MAX_OFFSET = 1_000_000
@@ -36,10 +38,15 @@ ClientPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x
 UploadId = Annotated[str, Field(max_length=64)]
 ClusterCount = Annotated[int, Field(ge=2, le=12)]
 RegionText = Annotated[str, Field(max_length=100, pattern=r"^\s*[0-9.]+\s*(,\s*[0-9.]+\s*){3}$")]
+DateText = Annotated[str, Field(max_length=32)]
+CameraText = Annotated[str, Field(max_length=200)]
+FormatName = Annotated[str, Field(max_length=20)]
+SizeText = Annotated[str, Field(max_length=20)]
+FiltersText = Annotated[str, Field(max_length=100_000)]
 #: An optional field whose null is accepted but not advertised (clients leave it out).
 NoNull = SkipJsonSchema[None]
 #: The fields that are true or false (every other field refuses a boolean).
-FLAG_FIELDS = frozenset({"collapse_duplicates"})
+FLAG_FIELDS = frozenset({"collapse_duplicates", "has_gps"})
 
 _IMAGE_FIELDS = ("image_id", "image_path", "upload_id")
 #: The rules of a search request that field types cannot say, for the OpenAPI document:
@@ -53,6 +60,7 @@ SEARCH_RULES: JsonDict = {
             "anyOf": [
                 {"required": ["text"], "properties": {"text": {"pattern": r"\S"}}},
                 {"required": ["positives"], "properties": {"positives": {"minItems": 1}}},
+                {"required": ["filters"], "properties": {"filters": {"minProperties": 1}}},
                 *_ONE_IMAGE,
             ]
         },
@@ -93,6 +101,65 @@ class Region(Strict):
 
     def as_tuple(self) -> tuple[float, float, float, float]:
         return (self.left, self.top, self.right, self.bottom)
+
+
+class SearchFilters(Strict):
+    """Metadata filters: only images that pass all of them are searched (inside the
+    vector search, so a narrow filter still fills the page). An image's date is its
+    EXIF capture time, else its oldest file's modification time (docs/casework.md,
+    "Filters"). With filters and nothing to search for, the kept images are listed
+    newest first (``rank_score`` is then the date, in seconds since 1970)."""
+
+    under: list[ClientPath] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Absolute folders: images with a file under any of them.",
+        examples=[["/photos/2021"]],
+    )
+    after: DateText | NoNull = Field(
+        default=None,
+        description="From this date on (UTC): YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM.",
+        examples=["2019-06"],
+    )
+    before: DateText | NoNull = Field(
+        default=None, description="Up to the end of this date (UTC), same forms as after."
+    )
+    camera: CameraText | NoNull = Field(
+        default=None, description="A part of the EXIF camera make and model (any case)."
+    )
+    has_gps: bool | NoNull = Field(
+        default=None, description="true: only images with an EXIF GPS position; false: none."
+    )
+    formats: list[FormatName] = Field(
+        default_factory=list, max_length=20, description="jpeg, png, webp..."
+    )
+    min_size: SizeText | NoNull = Field(
+        default=None, description="At least WIDTHxHEIGHT pixels.", examples=["800x600"]
+    )
+
+    def to_filters(self) -> Filters:
+        """The engine's :class:`Filters`; raises ``InvalidQuery`` (400) for bad values."""
+        return Filters.parse(
+            under=self.under,
+            after=self.after,
+            before=self.before,
+            camera=self.camera,
+            has_gps=self.has_gps,
+            formats=self.formats,
+            min_size=self.min_size,
+        )
+
+
+class FacetsResponse(BaseModel):
+    """Searchable images counted per value of each filter, most first (``years`` in
+    order, ``gps`` as ``yes``/``no``)."""
+
+    total: int
+    folders: dict[str, int] = Field(description="Folders just inside each indexed folder.")
+    formats: dict[str, int]
+    cameras: dict[str, int] = Field(description="EXIF 'make model'.")
+    years: dict[str, int] = Field(description="By date: EXIF capture time, else file time.")
+    gps: dict[str, int]
 
 
 class QueryFields(Strict):
@@ -145,6 +212,9 @@ class QueryFields(Strict):
         default=False,
         description="Show each group of near-duplicate images once, as its best-ranked "
         "member; its group_size and duplicates say what it stands for. Paging counts groups.",
+    )
+    filters: SearchFilters | NoNull = Field(
+        default=None, description="Search only images with this metadata."
     )
 
 
@@ -371,6 +441,11 @@ class SearchForm(BaseModel):
     offset: int = Field(default=0, ge=0, le=MAX_OFFSET)
     limit: int = Field(default=50, ge=1, le=1000)
     collapse_duplicates: bool = False
+    filters: FiltersText | NoNull = Field(
+        default=None,
+        description="The filters object of POST /api/search, as JSON text.",
+        examples=['{"formats": ["jpeg"], "has_gps": true}'],
+    )
 
     def region_box(self) -> Region | None:
         """The region as a :class:`Region`; raises ``ValueError`` for numbers that are

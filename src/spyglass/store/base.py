@@ -34,6 +34,17 @@ class Neighbours:
         return list(zip(self.owners[i][keep].tolist(), self.scores[i][keep].tolist(), strict=True))
 
 
+def selected(among: np.ndarray | None) -> np.ndarray | None:
+    """``among`` as a sorted, distinct int64 array (None stays None): what every
+    store's ``search`` works from."""
+    if among is None:
+        return None
+    ids = np.asarray(among, np.int64).ravel()
+    if len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1])):
+        return ids  # already sorted and distinct (what filters give): no sort
+    return np.unique(ids)
+
+
 def empty_neighbours(m: int, k: int) -> Neighbours:
     return Neighbours(
         scores=np.full((m, k), -np.inf, np.float32), owners=np.full((m, k), -1, np.int64)
@@ -64,8 +75,13 @@ class VectorStore(Protocol):
         """Hide (or show again) every row of these owners from :meth:`search`."""
         ...
 
-    def search(self, queries: np.ndarray, k: int) -> Neighbours:
-        """``queries`` (m, dims) float32 -> the k best visible owners per query."""
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
+        """``queries`` (m, dims) float32 -> the k best visible owners per query.
+
+        ``among`` (n,) int64 sorted owner ids (a metadata filter's selection): only
+        these owners may be returned, and still k of them when at least k are
+        visible, however few the selection keeps (the selection is applied inside the
+        search, not to its results). ``None``: every visible owner."""
         ...
 
     def fetch(self, owners: np.ndarray) -> np.ndarray:

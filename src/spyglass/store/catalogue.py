@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from spyglass.encoders.base import EncoderInfo
+from spyglass.image_meta import HeaderMeta
 from spyglass.store.failures import catalogue_error
 
-SCHEMA_VERSION = 1
+#: 2 added ``image_meta`` (what each image's header says: capture time, camera, GPS,
+#: orientation). A catalogue of version 1 gets the table when next opened for writing;
+#: its images have no row there until ``spyglass index`` reads their headers again.
+SCHEMA_VERSION = 2
+#: Meta key set once every image's header was read (see ``ingest/header_backfill.py``).
+HEADERS_BACKFILLED = "header_meta_backfilled"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -58,6 +64,15 @@ CREATE TABLE IF NOT EXISTS spaces (
     name TEXT PRIMARY KEY,
     dims INTEGER NOT NULL,
     rows INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS image_meta (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id),
+    taken_at REAL,
+    make TEXT,
+    model TEXT,
+    latitude REAL,
+    longitude REAL,
+    orientation INTEGER
 );
 """
 
@@ -101,6 +116,8 @@ class NewImage:
     width: int
     height: int
     format: str
+    #: What the header said; ``None``: not read (no ``image_meta`` row is written).
+    meta: HeaderMeta | None = None
 
 
 class _LockedConnection:
@@ -167,6 +184,18 @@ class Catalogue:
                     self._db.execute(statement)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            # An older catalogue now has every table of this version; its images' headers
+            # are still to be read (``spyglass index`` does it).
+            self._db.execute(
+                "DELETE FROM meta WHERE key = ? AND (SELECT CAST(value AS INTEGER) FROM meta "
+                "WHERE key = 'schema_version') < 2",
+                (HEADERS_BACKFILLED,),
+            )
+            self._db.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version' "
+                "AND CAST(value AS INTEGER) < ?",
+                (str(SCHEMA_VERSION), SCHEMA_VERSION),
             )
 
     def close(self) -> None:
@@ -286,6 +315,55 @@ class Catalogue:
                 for n, im in enumerate(images)
             ],
         )
+        self.insert_header_meta(
+            (first_id + n, im.meta) for n, im in enumerate(images) if im.meta is not None
+        )
+
+    def insert_header_meta(self, entries: Iterable[tuple[int, HeaderMeta]]) -> None:
+        """Record what each image's header said (an empty :class:`HeaderMeta` too: the
+        row says the header was read)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO image_meta (image_id, taken_at, make, model, latitude, "
+            "longitude, orientation) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (i, m.taken_at, m.make, m.model, m.latitude, m.longitude, m.orientation)
+                for i, m in entries
+            ],
+        )
+
+    def has_table(self, name: str) -> bool:
+        """Whether the catalogue has this table (a version 1 catalogue opened only for
+        reading has no ``image_meta``)."""
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def header_meta_counts(self) -> dict[str, int]:
+        """Live images whose header was read, and those with an EXIF capture time, a
+        camera and a GPS position (all 0 for a catalogue without ``image_meta``)."""
+        if not self.has_table("image_meta"):
+            return {"read": 0, "capture_time": 0, "camera": 0, "gps": 0}
+        row = self._db.execute(
+            "SELECT COUNT(*), COUNT(m.taken_at), COUNT(COALESCE(m.make, m.model)), "
+            "COUNT(m.latitude) FROM image_meta m JOIN images i ON i.id = m.image_id "
+            "WHERE i.alive = 1"
+        ).fetchone()
+        return dict(zip(("read", "capture_time", "camera", "gps"), map(int, row), strict=True))
+
+    def images_without_header_meta(self, limit: int = 1000) -> list[tuple[int, str]]:
+        """(image id, one of its paths) of live images whose header was never read:
+        those indexed before schema version 2."""
+        return [
+            (int(i), str(p))
+            for i, p in self._db.execute(
+                "SELECT images.id, MIN(files.path) FROM images JOIN files "
+                "ON files.image_id = images.id WHERE images.alive = 1 AND NOT EXISTS "
+                "(SELECT 1 FROM image_meta WHERE image_meta.image_id = images.id) "
+                "GROUP BY images.id ORDER BY images.id LIMIT ?",
+                (limit,),
+            )
+        ]
 
     def upsert_files(self, files: Iterable[FileState]) -> None:
         now = time.time()

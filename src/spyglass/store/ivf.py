@@ -42,9 +42,21 @@ import numpy as np
 
 from spyglass.errors import ApproximateIndexFailed, IndexProblem
 from spyglass.settings import VectorSearchSettings, format_bytes
-from spyglass.store.base import Neighbours, empty_neighbours
+from spyglass.store.base import Neighbours, empty_neighbours, selected
 from spyglass.store.failures import storage_error
-from spyglass.store.local import BLAS_FROM_QUERIES, LocalVectorStore, SearchMethod, use_blas_from
+from spyglass.store.local import (
+    BLAS_FROM_QUERIES,
+    LocalVectorStore,
+    SearchMethod,
+    rows_bitmap,
+    use_blas_from,
+)
+
+#: A selection (``search(..., among=...)``) of at most this many rows is searched by
+#: scoring exactly those rows, read from the float16 file: exact, and cheaper than the
+#: inverted lists for a narrow filter; a larger one goes through the lists with a
+#: bitmap selector (measured: scripts/bench_filters.py, docs/casework.md).
+EXACT_SELECTION_ROWS = 2_000
 
 #: Version of the ``.ivf`` / ``.ivf.json`` pair; another version is rebuilt, not read.
 IVF_FORMAT = 1
@@ -542,22 +554,33 @@ class IvfVectorStore(LocalVectorStore):
         enough = min(self.settings.target_recall, max(r for _, r in measured) - 0.005)
         return next(probes for probes, recall in measured if recall >= enough)
 
-    def search(self, queries: np.ndarray, k: int) -> Neighbours:
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
+        """With a selection (``among``): at most ``EXACT_SELECTION_ROWS`` rows are scored
+        exactly, read from the float16 file; a larger one goes through the inverted lists
+        with a bitmap selector, widening (more candidates, more lists) until k owners of
+        the selection are found or every list was probed, so a narrow filter still
+        returns k."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dims:
             raise ValueError(f"queries have {queries.shape[1]} dims, the store {self.dims}")
+        among = selected(among)
+        chosen = None if among is None else self.selection_rows(among)
+        if chosen is not None and len(chosen) <= EXACT_SELECTION_ROWS:
+            return self._search_rows(queries, k, chosen)
         with self._lock:
             loaded = self._searchable()
             if loaded is not None:
-                selector = self._selector(loaded)
+                selector = (
+                    self._selector(loaded) if chosen is None else rows_bitmap(chosen, self._rows)
+                )
                 owners = self.owners()
                 unique_owners = self._one_row_per_owner
                 rows = self._rows
                 matrix: Any = _RowReader(self._vectors_path, rows, self.dims)
         if loaded is None:
             if self._float32_copy_fits():
-                return super().search(queries, k)
-            return self._search_streamed(queries, k)
+                return super().search(queries, k, among)
+            return self._search_streamed(queries, k, chosen)
         result = empty_neighbours(len(queries), k)
         if rows == 0 or k <= 0:
             return result
@@ -602,7 +625,9 @@ class IvfVectorStore(LocalVectorStore):
             budget = None if available is None else available // 2
         return budget is None or needed <= budget
 
-    def _search_streamed(self, queries: np.ndarray, k: int) -> Neighbours:
+    def _search_streamed(
+        self, queries: np.ndarray, k: int, chosen: np.ndarray | None = None
+    ) -> Neighbours:
         """Exact search without an index or a float32 copy: the float16 rows are read
         chunk by chunk for every call (10M x 512 rows are 10 GB read per query; slow, but
         what is left when an index could not be built and the rows do not fit)."""
@@ -610,7 +635,7 @@ class IvfVectorStore(LocalVectorStore):
             rows = self._rows
             owners = self.owners()
             unique_owners = self._one_row_per_owner
-            bitmap = self._bitmap()
+            bitmap = self._bitmap() if chosen is None else rows_bitmap(chosen, rows)
             matrix = self._rows_matrix(rows)
         result = empty_neighbours(len(queries), k)
         if rows == 0 or k <= 0:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from spyglass.store.base import Neighbours, empty_neighbours
+from spyglass.store.base import Neighbours, empty_neighbours, selected
 
 
 class MemoryVectorStore:
@@ -36,10 +36,14 @@ class MemoryVectorStore:
         else:
             self._hidden -= ids
 
-    def search(self, queries: np.ndarray, k: int) -> Neighbours:
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
         queries = np.atleast_2d(np.asarray(queries, np.float32))
         result = empty_neighbours(len(queries), k)
         visible = ~np.isin(self._owners, list(self._hidden)) if self._hidden else None
+        among = selected(among)
+        if among is not None:
+            inside = np.isin(self._owners, among)
+            visible = inside if visible is None else visible & inside
         owners = self._owners if visible is None else self._owners[visible]
         vectors = self._vectors if visible is None else self._vectors[visible]
         if len(owners) == 0 or k <= 0:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import replace
 from typing import Annotated, Any
@@ -66,6 +67,9 @@ def run_query(
     state.prepare_thread()
     query = built.query
     searchable = state.searchable()
+    if not query.filters.empty:
+        # Paging counts the images the filters keep, not the whole index.
+        searchable = min(searchable, state.engine.count_filtered(query.filters))
     if query.offset >= searchable:
         return [], False, searchable
     wanted = min(query.k, searchable - query.offset)
@@ -185,9 +189,14 @@ def search_by_upload(
     except (ValueError, ValidationError) as error:
         raise InvalidQuery("region must be four fractions: left,top,right,bottom") from error
     kept = state.uploads.add(read_upload(image, state.settings.max_upload_bytes))
-    fields = form.model_dump(exclude={"region"}, exclude_none=True)
+    fields = form.model_dump(exclude={"region", "filters"}, exclude_none=True)
     if region is not None:
         fields["region"] = region
+    if form.filters is not None and form.filters.strip():
+        try:
+            fields["filters"] = json.loads(form.filters)
+        except ValueError as error:
+            raise InvalidQuery("filters must be a JSON object (as in POST /api/search)") from error
     try:
         body = SearchRequest(**fields, upload_id=kept.id)
     except ValidationError as error:  # a 422, like any invalid request: never a 500

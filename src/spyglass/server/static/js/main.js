@@ -9,6 +9,7 @@
 import * as api from "./api.js";
 import { ClusterView } from "./clusters.js";
 import { ResultGrid } from "./grid.js";
+import { FilterPanel } from "./filters.js";
 import { CollectionMapView } from "./map.js";
 import { QueryImage, imageFrom } from "./query.js";
 
@@ -160,6 +161,8 @@ function buildRequest() {
     rerank: $("rerank-method").value || "default",
   };
   if ($("collapse-duplicates").checked) body.collapse_duplicates = true;
+  const filters = filterPanel.current();
+  if (filters) body.filters = filters;
   const source = queryImage.source;
   if (source && source.kind === "upload" && source.uploadId) body.upload_id = source.uploadId;
   if (source && source.kind === "id") body.image_id = source.id;
@@ -242,7 +245,9 @@ function undoClearedMarks() {
 }
 
 function describeEmpty(body) {
-  return !body.text && body.upload_id === undefined && body.image_id === undefined && body.positives.length === 0;
+  return (
+    !body.text && body.upload_id === undefined && body.image_id === undefined && body.positives.length === 0 && !body.filters
+  );
 }
 
 async function useFile(file) {
@@ -275,6 +280,35 @@ function searchByImage(id) {
   search({ fresh: true }); // the clicked result starts a query of its own, unmarked
 }
 
+// -- filters -------------------------------------------------------------------------
+
+const filterPanel = new FilterPanel(
+  $("facets"),
+  { after: $("filter-after"), before: $("filter-before"), minSize: $("filter-min-size"), clear: $("filters-clear") },
+  // Filters narrow the same query (marks stay); with no query they browse.
+  () => {
+    if (filterPanel.current() || (state.request && !describeEmpty({ ...state.request, filters: undefined }))) {
+      search({ keepMarks: true });
+    } else if (state.request) {
+      // The last filter of a browse was taken off: nothing is asked any more.
+      state.generation++;
+      state.request = null;
+      grid.clear();
+      $("results-empty").hidden = false;
+      document.body.dataset.results = "0";
+      summary("");
+    }
+  },
+);
+
+async function loadFacets() {
+  try {
+    filterPanel.show(await api.getJSON("/api/facets"));
+  } catch (error) {
+    showError(error);
+  }
+}
+
 // -- searching -----------------------------------------------------------------------
 
 const grid = new ResultGrid($("grid-scroll"), $("grid-sizer"), {
@@ -302,7 +336,7 @@ async function search(options = {}) {
   }
   const body = options.body || buildRequest();
   if (describeEmpty(body)) {
-    toast("Type a description, add an image, or mark results as good");
+    toast("Type a description, add an image, mark results as good, or choose a filter");
     return;
   }
   const generation = ++state.generation;
@@ -630,6 +664,7 @@ async function start() {
     fill($("rerank-method"), [["default", "default (best per query kind)"], ...Object.entries(state.methods.rerankers)], "default");
     $("rerank-method").options[0].title = perKind(state.methods.default_rerankers);
   }
+  await loadFacets();
   document.body.dataset.ready = "1";
 }
 
