@@ -49,9 +49,9 @@ class CountingStore(LocalVectorStore):
         self.fetched.append(int(np.size(owners)))
         return super().fetch(owners)
 
-    def search(self, queries: np.ndarray, k: int):  # type: ignore[no-untyped-def]
+    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None):  # type: ignore[no-untyped-def]
         self.searched.append(k)
-        return super().search(queries, k)
+        return super().search(queries, k, among=among)
 
     def reset(self) -> None:
         self.fetched.clear()
