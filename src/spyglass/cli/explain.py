@@ -14,10 +14,19 @@ from spyglass.engine import Spyglass
 from spyglass.query.terms import Query
 
 
+def check_writable(path: str | None, option: str) -> None:
+    """Refuse, before the model runs, a PNG path whose folder does not exist."""
+    if path is None:
+        return
+    folder = Path(path).expanduser().absolute().parent
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {folder} does not exist", param_hint=option)
+
+
 def write_png(image: Image.Image, path: str) -> None:
-    """Write ``image`` as PNG; a folder that cannot take it is one line, not a trace."""
+    """Write ``image`` as PNG; a file that cannot be written is one line, not a trace."""
     try:
-        image.save(path, format="PNG")
+        image.save(Path(path).expanduser(), format="PNG")
     except OSError as error:
         raise click.FileError(path, hint=error.strerror or str(error)) from error
 
@@ -96,6 +105,8 @@ def explain_command(
     how much hiding it lowers the score; writes the result image with that heat over
     it to --out (and the query image's to --query-out).
     """
+    check_writable(out, "--out")
+    check_writable(query_out, "--query-out")
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
