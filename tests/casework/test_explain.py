@@ -56,7 +56,7 @@ def hits(engine: Spyglass, pasted: PastedObjects, kind: str, settings: Occlusion
 def test_the_peak_falls_on_the_pasted_object(
     engine: Spyglass, pasted: PastedObjects, kind: str
 ) -> None:
-    chance = float(np.mean([(r - l) * (b - t) for l, t, r, b in pasted.boxes]))
+    chance = float(np.mean([(x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in pasted.boxes]))
     measured = hits(engine, pasted, kind, SETTINGS)
     ablated = hits(engine, pasted, kind, NO_OP)
     assert chance < 0.3

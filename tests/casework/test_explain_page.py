@@ -98,7 +98,8 @@ def test_explain_toggle_on_a_tile_and_in_the_lightbox(
         """([id]) => {
             const tile = document.querySelector(`#grid-sizer .tile[data-id="${id}"]`);
             const [thumb, heat] = tile.querySelectorAll('img');
-            return [thumb.naturalWidth / thumb.naturalHeight, heat.naturalWidth / heat.naturalHeight,
+            return [thumb.naturalWidth / thumb.naturalHeight,
+                    heat.naturalWidth / heat.naturalHeight,
                     heat.getBoundingClientRect().width, thumb.getBoundingClientRect().width];
         }""",
         [target],
@@ -118,7 +119,8 @@ def test_explain_toggle_on_a_tile_and_in_the_lightbox(
         page,
         """() => {
             const image = document.getElementById('lightbox-image');
-            return document.getElementById('lightbox-explain').getAttribute('aria-pressed') === 'true'
+            const button = document.getElementById('lightbox-explain');
+            return button.getAttribute('aria-pressed') === 'true'
                 && image.src.startsWith('blob:') && image.complete && image.naturalWidth > 0;
         }""",
         timeout=120,

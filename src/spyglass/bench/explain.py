@@ -141,9 +141,10 @@ def make_cases(data: Path, count: int, seed: int = 0) -> list[PastedCase]:
     for n in range(count):
         label = labels[n % len(labels)]
         photos = sorted(by_class[label])
-        thing = Image.open(data / "caltech101" / photos[int(rng.integers(len(photos)))])
-        thing = thing.convert("RGB")
-        canvas = square(Image.open(backgrounds[int(order[n % len(order)])]), CANVAS)
+        with Image.open(data / "caltech101" / photos[int(rng.integers(len(photos)))]) as opened:
+            thing = opened.convert("RGB")
+        with Image.open(backgrounds[int(order[n % len(order)])]) as opened:
+            canvas = square(opened, CANVAS)
         area = float(rng.uniform(*AREA)) * CANVAS * CANVAS
         aspect = thing.width / thing.height
         width = min(CANVAS, round((area * aspect) ** 0.5))
@@ -210,9 +211,7 @@ def markdown(results: dict[str, Any], command_line: str) -> str:
     help="The shared data folder (holds caltech101/, pacs/, photos/).",
 )
 @click.option("--cases", type=click.IntRange(1), default=100, show_default=True)
-@click.option(
-    "--grids", default="6", show_default=True, help="Grids (cells per side) to compare."
-)
+@click.option("--grids", default="6", show_default=True, help="Grids (cells per side) to compare.")
 @click.option("--windows", default="2,3", show_default=True, help="Window sides, in cells.")
 @click.option(
     "--fill",
@@ -244,7 +243,7 @@ def command(
     pasted = make_cases(Path(data), cases, seed)
     chance = float(np.mean([case.area for case in pasted]))
     load_before = os.getloadavg()[0]
-    rows = []
+    rows: list[dict[str, Any]] = []
     for settings in every:
         for kind in ("text", "image"):
             measured = localisation(encoder, pasted, kind, settings)

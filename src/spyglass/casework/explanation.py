@@ -74,8 +74,9 @@ def explain_result(
     parts: Collection[str] = PARTS,
 ) -> Explanation:
     """Explain ``image_id``'s score for ``query``: the heat over the result and (for a
-    query with an image) over the query image; ``parts`` may ask for only one of
-    ``result`` and ``query`` (the other is then a map of zeros, at no cost). Raises :class:`UnknownImageId`,
+    query with an image) over the query image. ``parts`` may ask for only one of
+    ``result`` and ``query``, at half the cost: without ``result`` the result's heat is
+    all zeros, without ``query`` there is none. Raises :class:`UnknownImageId`,
     :class:`ImageNotFound` (the file is gone), :class:`ImageRejected` and
     :class:`InvalidQuery` as a search would."""
     started = time.perf_counter()
@@ -158,4 +159,4 @@ def _query_image(searcher: Searcher, term: ImageTerm, read: ReadIndexed) -> Imag
 
 def heat_grid(heatmap: Heatmap, digits: int = 4) -> list[list[float]]:
     """The heat's cells (rows of floats, top row first), rounded, for JSON."""
-    return np.round(heatmap.cells.astype(np.float64), digits).tolist()  # type: ignore[no-any-return]
+    return np.round(heatmap.cells.astype(np.float64), digits).tolist()

@@ -30,7 +30,9 @@ def colormap(heat: np.ndarray) -> np.ndarray:
     return (RAMP[low] * (1.0 - fraction) + RAMP[low + 1] * fraction).astype(np.float32)
 
 
-def render_overlay(image: Image.Image, heatmap: Heatmap, max_side: int | None = None) -> Image.Image:
+def render_overlay(
+    image: Image.Image, heatmap: Heatmap, max_side: int | None = None
+) -> Image.Image:
     """``image`` (RGB, any size) with ``heatmap`` blended over it, at the image's size
     or reduced so that its longer side is at most ``max_side``."""
     image = image.convert("RGB")

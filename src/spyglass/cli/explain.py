@@ -52,9 +52,7 @@ def write_png(image: Image.Image, path: str) -> None:
     show_default=True,
     help="Share of the image in an image + text query.",
 )
-@click.option(
-    "--not-weight", type=click.FloatRange(0.0, 10.0), default=0.5, show_default=True
-)
+@click.option("--not-weight", type=click.FloatRange(0.0, 10.0), default=0.5, show_default=True)
 @click.option("--region", default=None, help="Box of the query image: left,top,right,bottom.")
 @click.option(
     "--out",
