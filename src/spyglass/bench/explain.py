@@ -256,12 +256,9 @@ def command(
     for settings in every:
         for kind in ("text", "image"):
             measured = localisation(encoder, pasted, kind, settings)
-            # The ablation once, on the first grid: its peak never depends on the grid.
-            flat = (
-                localisation(encoder, pasted, kind, replace(settings, fill="none"))["rate"]
-                if settings is every[0]
-                else rows[-2]["flat"]
-            )
+            # The ablation on every grid: its flat map peaks at the first cell, whose
+            # centre moves with the grid.
+            flat = localisation(encoder, pasted, kind, replace(settings, fill="none"))["rate"]
             row = {
                 "grid": settings.grid,
                 "windows": ",".join(str(w) for w in settings.windows),
