@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,8 @@ from spyglass.store.index import CATALOGUE_FILE, Index, holds_images
 if TYPE_CHECKING:
     from spyglass.casework.casefile import CaseFile
     from spyglass.casework.duplicates import CollapsedResult, DuplicateGroup, DuplicateRule
+    from spyglass.casework.explain import OcclusionSettings
+    from spyglass.casework.explanation import Explanation, ReadIndexed
     from spyglass.casework.queryspec import SearchSpec
     from spyglass.casework.verify import Verification
     from spyglass.ingest.ray_cluster import RayCluster
@@ -246,6 +248,27 @@ class Spyglass:
         from spyglass.casework.verify import verify_case
 
         return verify_case(self, case)
+
+    def explain(
+        self,
+        query: Query,
+        image_id: int,
+        settings: OcclusionSettings | None = None,
+        *,
+        read_indexed: ReadIndexed | None = None,
+        parts: Collection[str] = ("result", "query"),
+    ) -> Explanation:
+        """Why ``image_id`` matched ``query``: occlusion heatmaps over the result image
+        and over the query image of an image query (see
+        :mod:`spyglass.casework.explain`), with the score they explain. About 40 forward
+        passes of the image model per image with the default settings.
+        ``read_indexed(id) -> bytes`` reads indexed files (default: from the catalogue's
+        paths); ``parts`` may ask for the ``result`` or the ``query`` heat alone.
+        Raises :class:`UnknownImageId`, :class:`ImageNotFound` (file gone),
+        :class:`ImageRejected` and :class:`InvalidQuery`."""
+        from spyglass.casework.explanation import explain_result
+
+        return explain_result(self.searcher, query, image_id, settings, read_indexed, parts)
 
     def paths_without_images(self, paths: Sequence[str]) -> list[str]:
         """Those of ``paths`` under which the index holds no image file, not even a

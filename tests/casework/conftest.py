@@ -130,3 +130,50 @@ def filtered_index(
     with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
         writer.add([str(root)])
     return folder
+
+
+# -- why it matched (spyglass explain) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PastedObjects:
+    """Caltech-101 photos pasted at known boxes into real backgrounds, indexed."""
+
+    root: Path
+    index: Path
+    #: The composites' files, their query words and object boxes (fractions).
+    paths: list[Path]
+    words: list[str]
+    boxes: list[tuple[float, float, float, float]]
+    #: The pasted photos themselves (image queries), one per composite.
+    things: list[Path]
+
+
+#: Composites in the explanation tests: few, as each explanation runs the model ~40 times.
+PASTED = 6
+
+
+@pytest.fixture(scope="session")
+def pasted(
+    data_root: Path, bundled: Encoder, tmp_path_factory: pytest.TempPathFactory
+) -> PastedObjects:
+    from spyglass.bench.explain import make_cases
+
+    root = tmp_path_factory.mktemp("explain-data")
+    (root / "composites").mkdir()
+    (root / "things").mkdir()
+    cases = make_cases(data_root, PASTED, seed=1)
+    paths, things = [], []
+    for n, case in enumerate(cases):
+        path = root / "composites" / f"{n:02d}-{case.words.replace(' ', '_')}.png"
+        case.image.save(path)
+        thing = root / "things" / f"{n:02d}.png"
+        case.thing.save(thing)
+        paths.append(path)
+        things.append(thing)
+    folder = root / "index"
+    with Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer:
+        writer.add([str(root / "composites")])
+    return PastedObjects(
+        root, folder, paths, [c.words for c in cases], [c.box for c in cases], things
+    )

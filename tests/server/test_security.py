@@ -41,6 +41,7 @@ DATA_URLS = [
     ("POST", "/api/search"),
     ("POST", "/api/export"),
     ("POST", "/api/clusters"),
+    ("POST", "/api/explain"),
     ("POST", "/api/uploads"),
     ("GET", "/openapi.json"),
 ]

@@ -116,6 +116,7 @@ COMMANDS = {
     "verify": "spyglass.cli.casework:verify_command",
     "audit": "spyglass.cli.casework:audit_group",
     "saved": "spyglass.cli.casework:saved_group",
+    "explain": "spyglass.cli.explain:explain_command",
 }
 
 

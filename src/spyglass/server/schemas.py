@@ -454,3 +454,48 @@ class SearchForm(BaseModel):
             return None
         left, top, right, bottom = (float(v) for v in self.region.split(","))
         return Region(left=left, top=top, right=right, bottom=bottom)
+
+
+class ExplainRequest(SearchRequest):
+    """Why one result matched a search: the same query fields as ``POST /api/search``,
+    and the result's id. Paging, re-ranking and marks do not change a result's score,
+    so they do not change its explanation."""
+
+    id: ImageId = Field(description="The result to explain (an indexed image's id).")
+    target: Literal["result", "query"] = Field(
+        default="result",
+        description="Whose heatmap: the result image's, or the query image's (an image "
+        "query only: the regions of the query image that make it match this result).",
+    )
+    format: Literal["png", "json"] = Field(
+        default="png",
+        description="png: the image with its heatmap over it; json: the heat as numbers.",
+    )
+    grid: int = Field(
+        default=6,
+        ge=2,
+        le=12,
+        description="Cells per side; windows of 2x2 and 3x3 cells are hidden in turn. "
+        "The cost is one forward pass per window: 42 at 6, 86 at 8, 182 at 12.",
+    )
+    max_side: int = Field(
+        default=1024, ge=16, le=2048, description="Longer side of the PNG, in pixels."
+    )
+
+
+class ExplainResponse(BaseModel):
+    """The heat as numbers: ``result`` (and ``query`` for an image query) are
+    ``grid`` x ``grid`` rows, top row first, of the mean drop in the score when a window
+    over that cell is hidden (cosine units; negative: hiding it raised the score)."""
+
+    id: int
+    score: float = Field(description="The result's score: its cosine with the query.")
+    space: str = Field(description="The vector space the score is a cosine in.")
+    grid: int
+    result: list[list[float]]
+    result_peak: tuple[float, float] = Field(
+        description="The hottest cell's centre on the result, as (x, y) fractions."
+    )
+    query: list[list[float]] | None = None
+    query_peak: tuple[float, float] | None = None
+    seconds: float = Field(description="Time the heatmaps took on the server.")

@@ -125,3 +125,10 @@ export async function openSession(token) {
 export function thumbnailUrl(id, size = 256) {
   return size === 256 ? `/api/images/${id}/thumbnail` : `/api/images/${id}/thumbnail?size=${size}`;
 }
+
+/** Why result ``body.id`` matched the search ``body``: its image with the heatmap over
+ * it (POST /api/explain), as an object URL for an <img>. */
+export async function explainImage(body) {
+  const response = await request("POST", "/api/explain", { json: { ...body, format: "png" } });
+  return URL.createObjectURL(await response.blob());
+}

@@ -21,7 +21,8 @@ function shortName(path) {
 export class ResultGrid {
   /**
    * @param scroller the scrolling element; sizer: its child whose height is the grid's
-   * @param handlers {search(item), open(item), mark(item, kind), markOf(id), needMore()}
+   * @param handlers {search(item), open(item), mark(item, kind), markOf(id), needMore()},
+   * and optionally {explain(item), explanationOf(id)}: the "why it matched" toggle
    */
   constructor(scroller, sizer, handlers) {
     this.scroller = scroller;
@@ -159,6 +160,7 @@ export class ResultGrid {
     tile.setAttribute("role", "button");
     tile.innerHTML =
       '<img alt="" decoding="async" draggable="false">' +
+      '<img class="heat" alt="Why it matched: heatmap" draggable="false" hidden>' +
       '<span class="placeholder" hidden>Not shown: the file lies outside the indexed folders</span>' +
       '<span class="rank"></span>' +
       '<span class="group" hidden></span>' +
@@ -167,6 +169,7 @@ export class ResultGrid {
       '<button type="button" class="mark-bad" title="Mark as bad (less like this)" aria-label="Mark as bad">✕</button>' +
       "</div>" +
       '<button type="button" class="open" title="View larger" aria-label="View larger">⤢</button>' +
+      '<button type="button" class="explain" title="Why it matched: which regions drive the score" aria-label="Why it matched" aria-pressed="false">◎</button>' +
       '<div class="meta"><span class="score"></span><span class="name"></span></div>';
     tile.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && event.target === tile) {
@@ -201,6 +204,30 @@ export class ResultGrid {
     const ranked = typeof item.rank_score === "number" ? ` · rank score ${item.rank_score.toFixed(4)}` : "";
     tile.title = `${item.path}\n${item.width}×${item.height} · score ${item.score.toFixed(4)}${ranked}\nClick to search by this image`;
     this.paintMark(tile, item);
+    this.paintExplanation(tile, item);
+  }
+
+  /** Show or hide the tile's heatmap overlay (the image with its heat, same shape). */
+  paintExplanation(tile, item) {
+    const url = this.handlers.explanationOf ? this.handlers.explanationOf(item.id) : null;
+    const heat = tile.querySelector(".heat");
+    if (url && heat.getAttribute("src") !== url) heat.src = url;
+    if (!url) heat.removeAttribute("src");
+    heat.hidden = !url;
+    tile.classList.toggle("explained", Boolean(url));
+    tile.querySelector(".explain").setAttribute("aria-pressed", String(Boolean(url)));
+  }
+
+  /** Re-draw the heatmap overlays of the tiles in view. */
+  refreshExplanations() {
+    for (const [index, tile] of this.live) this.paintExplanation(tile, this.items[index]);
+  }
+
+  /** Mark a tile as waiting for its explanation. */
+  setExplaining(id, waiting) {
+    for (const tile of this.live.values()) {
+      if (tile.dataset.id === String(id)) tile.classList.toggle("explaining", waiting);
+    }
   }
 
   paintMark(tile, item) {
@@ -235,6 +262,8 @@ export class ResultGrid {
       this.handlers.mark(item, "bad");
     } else if (button && button.classList.contains("open")) {
       this.handlers.open(item);
+    } else if (button && button.classList.contains("explain")) {
+      if (this.handlers.explain) this.handlers.explain(item);
     } else {
       this.handlers.search(item);
     }

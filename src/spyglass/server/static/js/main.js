@@ -317,7 +317,92 @@ const grid = new ResultGrid($("grid-scroll"), $("grid-sizer"), {
   mark: (item, kind) => toggleMark(item.id, kind),
   markOf: (id) => state.marks.get(id),
   needMore: () => loadMore(),
+  explain: (item) => toggleExplanation(item.id),
+  explanationOf: (id) => explanationOf(id, TILE_EXPLANATION),
 });
+
+// -- why it matched ----------------------------------------------------------------------
+
+const TILE_EXPLANATION = 512; // longer side of a tile's heatmap, in pixels
+const LIGHTBOX_EXPLANATION = 1024;
+const explanations = {
+  query: null, // the search (state.request) they explain, as JSON
+  shown: new Map(), // `${id}:${side}` -> object URL of the image with its heatmap
+  waiting: new Set(),
+};
+
+/** The explanation of ``id`` for the current search, if loaded and switched on. */
+function explanationOf(id, side) {
+  if (explanations.query !== JSON.stringify(state.request)) return null;
+  return explanations.shown.get(`${id}:${side}`) || null;
+}
+
+/** Fetch the heatmap of ``id`` for the current search (the model runs ~40 times). */
+async function loadExplanation(id, side) {
+  const query = JSON.stringify(state.request);
+  if (explanations.query !== query) {
+    for (const url of explanations.shown.values()) URL.revokeObjectURL(url);
+    explanations.shown.clear();
+    explanations.query = query;
+  }
+  const url = await api.explainImage({ ...state.request, id, max_side: side });
+  if (explanations.query !== query) {
+    URL.revokeObjectURL(url); // another search started meanwhile
+    return null;
+  }
+  explanations.shown.set(`${id}:${side}`, url);
+  document.body.dataset.explanations = String(explanations.shown.size);
+  return url;
+}
+
+/** A tile's "why it matched" toggle: load and show the heatmap, or hide it. */
+async function toggleExplanation(id) {
+  const key = `${id}:${TILE_EXPLANATION}`;
+  if (!state.request || explanations.waiting.has(key)) return;
+  if (explanationOf(id, TILE_EXPLANATION)) {
+    URL.revokeObjectURL(explanations.shown.get(key));
+    explanations.shown.delete(key);
+    grid.refreshExplanations();
+    return;
+  }
+  explanations.waiting.add(key);
+  grid.setExplaining(id, true);
+  try {
+    await loadExplanation(id, TILE_EXPLANATION);
+  } catch (error) {
+    showError(error);
+  } finally {
+    explanations.waiting.delete(key);
+    grid.setExplaining(id, false);
+    grid.refreshExplanations();
+  }
+}
+
+/** The lightbox's toggle: the large image with its heatmap, or without. */
+async function toggleLightboxExplanation() {
+  const box = $("lightbox");
+  const id = Number(box.dataset.id);
+  const button = $("lightbox-explain");
+  if (button.getAttribute("aria-pressed") === "true") {
+    button.setAttribute("aria-pressed", "false");
+    $("lightbox-image").src = api.thumbnailUrl(id, 1024);
+    return;
+  }
+  button.disabled = true;
+  button.textContent = "Explaining…";
+  try {
+    const url = explanationOf(id, LIGHTBOX_EXPLANATION) || (await loadExplanation(id, LIGHTBOX_EXPLANATION));
+    if (url && Number(box.dataset.id) === id && box.open) {
+      $("lightbox-image").src = url;
+      button.setAttribute("aria-pressed", "true");
+    }
+  } catch (error) {
+    showError(error);
+  } finally {
+    button.disabled = false;
+    button.textContent = "Why it matched";
+  }
+}
 
 /**
  * Run the query in the panel. options: fresh (a new query: clear the marks),
@@ -551,6 +636,8 @@ async function openLightbox(id) {
   $("lightbox-meta").textContent = "";
   $("lightbox-original").href = `/api/images/${id}/original`;
   box.dataset.id = String(id);
+  $("lightbox-explain").setAttribute("aria-pressed", "false");
+  $("lightbox-explain").hidden = !state.request; // nothing to explain without a search
   box.showModal();
   try {
     const detail = await api.getJSON(`/api/images/${id}`);
@@ -721,6 +808,7 @@ for (const tab of ["results", "clusters", "map"]) {
   $(`tab-${tab}`).addEventListener("click", () => selectTab(tab));
 }
 $("lightbox-close").addEventListener("click", () => $("lightbox").close());
+$("lightbox-explain").addEventListener("click", toggleLightboxExplanation);
 $("index-info").addEventListener("click", openStatus);
 $("status-close").addEventListener("click", () => $("status-dialog").close());
 $("lightbox-search").addEventListener("click", () => {
