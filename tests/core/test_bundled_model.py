@@ -59,7 +59,9 @@ def conse_by_the_formula(logits: np.ndarray, class_vectors: np.ndarray, top_t: i
     for row in logits:
         probabilities = np.exp(row - row.max()) / np.exp(row - row.max()).sum()
         top = np.argsort(-probabilities)[:top_t]
-        rows.append((probabilities[top, None] * class_vectors[top]).sum(0) / probabilities[top].sum())
+        rows.append(
+            (probabilities[top, None] * class_vectors[top]).sum(0) / probabilities[top].sum()
+        )
     return np.array(rows)
 
 

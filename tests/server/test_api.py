@@ -296,9 +296,7 @@ def test_every_listed_method_and_reranker_answers_with_its_own_ranking(
         # their rank scores, differ; a method replaced by sum matches both.
         ranked = [(r["id"], round(r["rank_score"], 4)) for r in response.json()["results"]]
         assert len(ranked) == 10, method
-        by_sum = [
-            (r["id"], round(r["rank_score"], 4)) for r in page(body, "sum").json()["results"]
-        ]
+        by_sum = [(r["id"], round(r["rank_score"], 4)) for r in page(body, "sum").json()["results"]]
         assert ranked != by_sum, f"{method} ranks exactly as sum does"
         checked.add(method)
     assert checked == set(listed["methods"]) - {"sum"} - set(NEEDS_TRAINING)
