@@ -58,6 +58,7 @@ CHUNK = 20_000
 #: Marks per feedback query.
 GOOD, BAD = 5, 5
 
+
 def way_name(kind: str, method: str, rerank: str) -> str:
     """A way's row label, "(default)" where the registry's default for the kind of query
     is this method (:data:`~spyglass.query.methods.DEFAULT_METHODS`), so that the label
