@@ -150,3 +150,22 @@ def test_vectors_are_unit_length_and_deterministic(bundled, real_images):
         assert rows.dtype == np.float32 and rows.shape[1] == bundled.info.spaces[space]
         np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(rows, second[space][::-1], atol=1e-5)
+
+
+def test_caption_vectors_are_the_text_vectors_and_are_remembered(bundled, monkeypatch):
+    """WeiMoCIR's captions: each embedded as a text alone, then kept across queries."""
+    captions = [
+        "a cartoon of a maroon jersey",
+        "a sketch of a teal pelican",
+        "a cartoon of a maroon jersey",
+    ]
+    vectors = bundled.embed_captions(captions)
+    expected = np.concatenate([bundled.embed_texts([caption]) for caption in captions])
+    np.testing.assert_array_equal(vectors, expected)
+
+    def no_model(texts):
+        raise AssertionError(f"embedded again: {texts}")
+
+    monkeypatch.setattr(bundled, "embed_texts", no_model)
+    np.testing.assert_array_equal(bundled.embed_captions(captions[::-1]), vectors[::-1])
+    assert bundled.embed_captions([]).shape == (0, 384)

@@ -61,6 +61,16 @@ class DescribesImages(Protocol):
         ...
 
 
+@runtime_checkable
+class EmbedsCaptions(Protocol):
+    """An encoder that keeps the vectors of the captions it wrote: WeiMoCIR embeds the
+    captions of a hundred images per query, and they repeat across queries."""
+
+    def embed_captions(self, captions: Sequence[str]) -> np.ndarray:
+        """n captions -> (n, dims) float32 unit vectors in the text space."""
+        ...
+
+
 @dataclass(frozen=True)
 class Composition:
     """A query split into its reference image and its modifying text (see the module)."""
@@ -143,7 +153,8 @@ def caption_fusion(
 def caption_vectors(context: RankContext, image_ids: Sequence[int]) -> np.ndarray | None:
     """(n, dims) float32 unit text vectors of the captions of indexed images, in the
     text space: each image described from its stored vectors, each distinct caption
-    embedded once. ``None`` when the encoder cannot describe images."""
+    embedded once (or remembered, :class:`EmbedsCaptions`). ``None`` when the encoder
+    cannot describe images."""
     encoder = context.encoder
     if not isinstance(encoder, DescribesImages):
         return None
@@ -151,6 +162,8 @@ def caption_vectors(context: RankContext, image_ids: Sequence[int]) -> np.ndarra
     stores = context.index.stores
     vectors = {s: stores[s].fetch(ids) for s in context.info.spaces if s in stores}
     captions = encoder.describe_vectors(vectors)
+    if isinstance(encoder, EmbedsCaptions):
+        return encoder.embed_captions(captions)
     distinct = sorted(set(captions))
     embedded = dict(zip(distinct, encoder.embed_texts(distinct), strict=True))
     return np.stack([embedded[c] for c in captions]).astype(np.float32)

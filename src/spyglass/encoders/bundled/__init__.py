@@ -30,6 +30,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
@@ -85,6 +86,10 @@ IMAGE_MODELS = {"fp32": "image.onnx", "int8": "image-int8-2.onnx"}
 #: model is fast enough that decoding takes a third of the CPU; threads that sleep leave
 #: it to the decoders: 1.06-1.11x on quiet cores, 1.24x on busy ones (docs/ingest.md).
 IMAGE_SESSIONS = {"fp32": SessionTuning(), "int8": SessionTuning(spinning=False)}
+#: Caption embeddings kept by :meth:`BundledEncoder.embed_captions` (384 float32 each:
+#: 30 MB at most). Captions are "<style> of a <colour> <class>", so a collection's
+#: captions repeat and most queries find all of theirs here.
+CAPTION_CACHE_SIZE = 20_000
 #: What the prepared folder's manifest.json records.
 MANIFEST = {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"}
 
@@ -123,6 +128,8 @@ class BundledEncoder:
         self._folder = folder
         self._settings = settings
         self._pseudo_word_text: PseudoWordText | None = None
+        self._captions: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._captions_lock = threading.Lock()
         # The image model loads on first use: a text search never needs it.
         self._image_session: Any = None
         self._image_lock = threading.Lock()
@@ -308,6 +315,29 @@ class BundledEncoder:
             else:
                 described.append(self.prompt.format(name))
         return described
+
+    def embed_captions(self, captions: Sequence[str]) -> np.ndarray:
+        """n texts from :meth:`describe_vectors` -> (n, 384) float32 unit vectors, as
+        :meth:`embed_texts` gives them (each distinct caption embedded alone, so a
+        caption's vector does not depend on the others in the batch), remembered
+        across queries (:data:`CAPTION_CACHE_SIZE`, least recently used dropped)."""
+        found: dict[str, np.ndarray] = {}
+        with self._captions_lock:
+            for caption in captions:
+                if caption in self._captions:
+                    self._captions.move_to_end(caption)
+                    found[caption] = self._captions[caption]
+        missing = sorted(set(captions) - set(found))
+        for caption in missing:
+            (found[caption],) = self.embed_texts([caption])
+        with self._captions_lock:
+            for caption in missing:
+                self._captions[caption] = found[caption]
+            while len(self._captions) > CAPTION_CACHE_SIZE:
+                self._captions.popitem(last=False)
+        if not captions:
+            return np.zeros((0, 384), np.float32)
+        return np.stack([found[c] for c in captions]).astype(np.float32)
 
     def pseudo_word_text(self) -> PseudoWordText:
         """The text model fed a pseudo word (Pic2Word), prepared on first use; see
