@@ -6,6 +6,9 @@ re-index."""
 from __future__ import annotations
 
 import csv
+import json
+import sqlite3
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 
@@ -96,3 +99,37 @@ def test_an_index_of_the_first_version_says_to_re_index(bundled: Encoder, tmp_pa
     message = str(caught.value)
     assert "\n" not in message
     assert "re-index" in message and "version 1-" in message
+
+
+def test_the_cli_refuses_an_index_of_the_first_version_in_one_line(
+    bundled: Encoder, data_root: Path, tmp_path: Path
+) -> None:
+    """An index whose catalogue records version 1 of the bundled model: searching and
+    indexing into it exit with the index-problem status and one line saying to re-index,
+    while the same index with its recorded version left alone searches."""
+    from click.testing import CliRunner
+
+    from spyglass.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for source in sorted((data_root / "photos" / "images").iterdir())[:2]:
+        (photos / source.name).symlink_to(source)
+    index = tmp_path / "index"
+    built = CliRunner().invoke(main, ["index", str(photos), "--index", str(index), "-q"])
+    assert built.exit_code == 0, built.output
+    searched = CliRunner().invoke(main, ["search", "a dog", "--index", str(index)])
+    assert searched.exit_code == 0, searched.output
+    with closing(sqlite3.connect(index / "catalogue.sqlite")) as db, db:
+        (recorded,) = db.execute("SELECT value FROM meta WHERE key = 'encoder'").fetchone()
+        info = json.loads(recorded)
+        assert info["version"] == bundled.info.version
+        info["version"] = "1-" + info["version"].split("-", 1)[1]
+        db.execute("UPDATE meta SET value = ? WHERE key = 'encoder'", (json.dumps(info),))
+    for arguments in (["search", "a dog"], ["index", str(photos), "-q"]):
+        result = CliRunner().invoke(main, [*arguments, "--index", str(index)])
+        assert result.exit_code == EncoderMismatch.exit_code, (arguments, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1, result.output
+        assert "re-index" in lines[0] and "version 1-" in lines[0], lines[0]
+        assert "Traceback" not in result.output
