@@ -11,8 +11,7 @@ from PIL import Image
 
 from spyglass.encoders import load_encoder
 from spyglass.encoders.base import embed_images
-from spyglass.encoders.bundled import attributes
-from spyglass.encoders.bundled import IMAGE_SPACE, imagenet_class_names
+from spyglass.encoders.bundled import IMAGE_SPACE, attributes, imagenet_class_names
 from spyglass.images import open_image_file
 
 
