@@ -46,6 +46,7 @@ from spyglass.bench.feedback import TEXTS
 from spyglass.bench.search import VectorMixture
 from spyglass.encoders.base import EncoderInfo
 from spyglass.engine import Spyglass
+from spyglass.query.methods import DEFAULT_METHODS
 from spyglass.query.terms import ImageTerm, Query, Term, TextTerm
 from spyglass.settings import VectorSearchSettings
 from spyglass.store.catalogue import NewImage
@@ -56,18 +57,40 @@ from spyglass.store.ivf import IvfVectorStore
 CHUNK = 20_000
 #: Marks per feedback query.
 GOOD, BAD = 5, 5
-#: The ways measured per size: (name, kind of query, method, re-ranking).
-WAYS: tuple[tuple[str, str, str, str], ...] = (
-    ("text: sum", "text", "sum", "default"),
-    ("image: sum + default re-ranking", "image", "sum", "default"),
-    ("image: sum, no re-ranking", "image", "sum", "none"),
-    ("image+text: late-fusion (default)", "image+text", "late-fusion", "default"),
-    ("image+text: weimocir", "image+text", "weimocir", "default"),
-    ("marks: svm-fusion (default)", "marks", "svm-fusion", "default"),
-    ("marks: rocchio", "marks", "rocchio", "default"),
-    ("marks: svm", "marks", "svm", "default"),
-    ("marks: svm-text", "marks", "svm-text", "default"),
-    ("marks: seesaw", "marks", "seesaw", "default"),
+
+
+def way_name(kind: str, method: str, rerank: str) -> str:
+    """A way's row label, "(default)" where the registry's default for the kind of query
+    is this method (:data:`~spyglass.query.methods.DEFAULT_METHODS`), so that the label
+    follows the default when a measurement moves it."""
+    task = "feedback" if kind == "marks" else kind
+    name = f"{kind}: {method}"
+    if DEFAULT_METHODS.get(task) == method and kind not in ("text", "image"):
+        name += " (default)"
+    if kind == "image":
+        name += {"default": " + default re-ranking", "none": ", no re-ranking"}.get(
+            rerank, f" + {rerank}"
+        )
+    return name
+
+
+#: The ways measured per size: (kind of query, method, re-ranking); named by :func:`way_name`.
+_MEASURED = (
+    ("text", "sum", "default"),
+    ("image", "sum", "default"),
+    ("image", "sum", "none"),
+    ("image+text", "sum", "default"),
+    ("image+text", "late-fusion", "default"),
+    ("image+text", "weimocir", "default"),
+    ("marks", "svm-fusion", "default"),
+    ("marks", "rocchio", "default"),
+    ("marks", "svm", "default"),
+    ("marks", "svm-text", "default"),
+    ("marks", "seesaw", "default"),
+)
+#: The ways as (name, kind of query, method, re-ranking).
+WAYS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (way_name(kind, method, rerank), kind, method, rerank) for kind, method, rerank in _MEASURED
 )
 #: The end-to-end ways (the bundled model embeds the text): every kind with ``default``.
 END_TO_END = ("text", "image", "image+text", "marks")

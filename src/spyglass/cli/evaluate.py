@@ -348,6 +348,51 @@ def composed_command(
     )
 
 
+@eval_command.command("attribute")
+@common_options
+@click.option("--attribute", default=None, help="Column the queries name (fashion: baseColour).")
+@click.option(
+    "--object", "object_column", default=None, help="Column of the object (default: --label)."
+)
+@click.option(
+    "--template",
+    default=None,
+    help="Query with {value} and {object}, default 'a {value} {object}'.",
+)
+@click.option(
+    "--value-template",
+    default=None,
+    help="Query naming the value alone, with {value}; default 'something {value}'.",
+)
+@click.option(
+    "--min-images",
+    type=click.IntRange(1),
+    default=None,
+    help="Ask only pairs and values with at least this many images (default 5).",
+)
+def attribute_command(
+    attribute: str | None,
+    object_column: str | None,
+    template: str | None,
+    value_template: str | None,
+    min_images: int | None,
+    **options: Any,
+) -> None:
+    """Queries "a <value> <object>" and "something <value>"; relevant share the value."""
+    from spyglass.eval.protocols import attribute as protocol
+
+    run_on_folder(
+        "attribute",
+        options,
+        protocol.run_attribute,
+        attribute=attribute,
+        object_column=object_column,
+        template=template or protocol.DEFAULT_TEMPLATE,
+        value_template=value_template or protocol.DEFAULT_VALUE_TEMPLATE,
+        min_images=min_images or protocol.DEFAULT_MIN_IMAGES,
+    )
+
+
 @eval_command.command("caption")
 @common_options
 @click.option("--caption", "caption_column", default=None, help="Column with the captions.")

@@ -47,6 +47,7 @@ SUITE = (
     SuiteRun("fashion", "image", {"sample": 1000}),
     SuiteRun("fashion", "composed", {"queries": 500}, rerank=True),
     SuiteRun("pacs", "composed", {"queries": 500}, rerank=True),
+    SuiteRun("fashion", "attribute", {"attribute": "baseColour"}),
     SuiteRun("caltech101", "fewshot", {"shots": 5}),
     SuiteRun("caltech101", "feedback", {"rounds": 5, "per_round": 10}),
     SuiteRun("fashion", "caption", {"sample": 1000}),
@@ -57,6 +58,7 @@ HEADINGS = {
     "text": "Text -> image (one query per class)",
     "image": "Image -> image (same class is relevant)",
     "composed": "Composed image + text",
+    "attribute": "Attribute queries: 'a <value> <object>' and '<value>' alone",
     "fewshot": "Few-shot: exemplars, exemplar SVM, text (Moll 2024)",
     "feedback": "Relevance feedback, simulated (SeeSaw)",
     "caption": "Caption -> image",
@@ -76,6 +78,7 @@ def suite_variants(run: SuiteRun) -> list[Variant]:
 
 def protocol_runner(protocol: str) -> Callable[..., ProtocolResult]:
     """The ``run_*`` function of a labelled-folder protocol, by name."""
+    from spyglass.eval.protocols.attribute import run_attribute
     from spyglass.eval.protocols.caption import run_caption
     from spyglass.eval.protocols.composed import run_composed
     from spyglass.eval.protocols.feedback import run_feedback
@@ -88,6 +91,7 @@ def protocol_runner(protocol: str) -> Callable[..., ProtocolResult]:
         "image": run_image,
         "fewshot": run_fewshot,
         "composed": run_composed,
+        "attribute": run_attribute,
         "caption": run_caption,
         "feedback": run_feedback,
     }

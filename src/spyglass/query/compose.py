@@ -19,7 +19,7 @@ Images marked good or bad join as image terms of weight +1 / -1, as in ``sum``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol, runtime_checkable
 
@@ -42,6 +42,10 @@ LATE_FUSION_DEPTH = 1000
 PDV_IMAGE_SCALE = 1.0
 #: PDV's scale of the prompt direction added to the stand-in's text (alpha_t).
 PDV_TEXT_SCALE = 1.0
+#: WeiMoCIR's weight of the caption similarity (beta): measured, docs/methods.md.
+WEIMOCIR_CAPTION_WEIGHT = 0.5
+#: How many of the best images by cos(q, x) WeiMoCIR re-scores with their captions.
+WEIMOCIR_DEPTH = 100
 
 
 @runtime_checkable
@@ -54,6 +58,16 @@ class DescribesImages(Protocol):
 
     def describe_vectors(self, vectors: Mapping[str, np.ndarray]) -> list[str]:
         """{space: (n, dims) float32} vectors of n images -> n short texts."""
+        ...
+
+
+@runtime_checkable
+class EmbedsCaptions(Protocol):
+    """An encoder that keeps the vectors of the captions it wrote: WeiMoCIR embeds the
+    captions of a hundred images per query, and they repeat across queries."""
+
+    def embed_captions(self, captions: Sequence[str]) -> np.ndarray:
+        """n captions -> (n, dims) float32 unit vectors in the text space."""
         ...
 
 
@@ -129,9 +143,36 @@ def weimocir_query(reference: np.ndarray, text: np.ndarray, text_share: float) -
     return _unit((1.0 - text_share) * reference + text_share * text)
 
 
+def caption_fusion(
+    image_scores: np.ndarray, caption_scores: np.ndarray, caption_weight: float
+) -> np.ndarray:
+    """WeiMoCIR's similarity fusion s = (1 - b) cos(q, x) + b cos(q, c): (n,), (n,) -> (n,)."""
+    return (1.0 - caption_weight) * image_scores + caption_weight * caption_scores
+
+
+def caption_vectors(context: RankContext, image_ids: Sequence[int]) -> np.ndarray | None:
+    """(n, dims) float32 unit text vectors of the captions of indexed images, in the
+    text space: each image described from its stored vectors, each distinct caption
+    embedded once (or remembered, :class:`EmbedsCaptions`). ``None`` when the encoder
+    cannot describe images."""
+    encoder = context.encoder
+    if not isinstance(encoder, DescribesImages):
+        return None
+    ids = np.asarray(image_ids, np.int64)
+    stores = context.index.stores
+    vectors = {s: stores[s].fetch(ids) for s in context.info.spaces if s in stores}
+    captions = encoder.describe_vectors(vectors)
+    if isinstance(encoder, EmbedsCaptions):
+        return encoder.embed_captions(captions)
+    distinct = sorted(set(captions))
+    embedded = dict(zip(distinct, encoder.embed_texts(distinct), strict=True))
+    return np.stack([embedded[c] for c in captions]).astype(np.float32)
+
+
 @register(
     "weimocir",
-    "WeiMoCIR weighted fusion q = (1-a) v_ref + a t_mod in the joint space",
+    "WeiMoCIR: q = (1-a) v_ref + a t_mod, scored on images and their captions (= sum if the "
+    "model cannot caption)",
     tasks=("image+text",),
 )
 def rank_weimocir(context: RankContext, k: int) -> Ranking:
@@ -140,17 +181,39 @@ def rank_weimocir(context: RankContext, k: int) -> Ranking:
 
     Query: q = (1 - a) v + a t, with v the reference image's and t the text's unit
     vectors in the joint space and a the text share of the query's weights. Score of
-    gallery image n: s_n = (1 - b) cos(q, x_n) + b cos(q, c_n), where c_n embeds
-    captions of image n. Spyglass indexes hold no captions, so b = 0 here and the
-    caption half is not applicable; for one image and one text this ranks exactly as
-    ``sum`` does (both are the weighted average of two unit vectors).
+    gallery image n: s_n = (1 - b) cos(q, x_n) + b cos(q, c_n) (:func:`caption_fusion`),
+    where c_n embeds a caption of image n. The paper captions the gallery with a
+    multimodal LLM; here the caption comes from the encoder when it can describe images
+    (:class:`DescribesImages`: the bundled model names an image's nearest class, its
+    colour and its style, "a photo of a red jersey"), for the best
+    :data:`WEIMOCIR_DEPTH` images by cos(q, x); the rest follow in that order. b is
+    :data:`WEIMOCIR_CAPTION_WEIGHT`. With a model that cannot describe images, b = 0
+    and this ranks exactly as ``sum`` does.
     """
     parts = split_query(context)
     if parts is None:
         return rank_sum(context, k)
     space = context.info.text_space
-    query = weimocir_query(parts.reference[space], parts.text, parts.text_share)
-    return context.search(space, parts.searched(query, space), k)
+    query = parts.searched(
+        weimocir_query(parts.reference[space], parts.text, parts.text_share), space
+    )
+    if not isinstance(context.encoder, DescribesImages) or WEIMOCIR_CAPTION_WEIGHT == 0:
+        return context.search(space, query, k)
+    first = context.search(space, query, max(k, WEIMOCIR_DEPTH))
+    head, tail = first[:WEIMOCIR_DEPTH], first[WEIMOCIR_DEPTH:]
+    ids = [i for i, _ in head]
+    captions = caption_vectors(context, ids) if ids else None
+    if captions is None:
+        return first[:k]
+    scores = caption_fusion(
+        np.array([s for _, s in head], np.float64), captions @ query, WEIMOCIR_CAPTION_WEIGHT
+    )
+    order = np.lexsort((np.asarray(ids, np.int64), -scores))
+    rescored = [(ids[i], float(scores[i])) for i in order.tolist()]
+    # The rest keep their order below the re-scored head.
+    floor = min(s for _, s in rescored) if rescored else 0.0
+    shift = floor - max((s for _, s in tail), default=floor) - 1e-6
+    return (rescored + [(i, s + shift) for i, s in tail])[:k]
 
 
 # -- Slerp ---------------------------------------------------------------------------

@@ -89,11 +89,11 @@ _TASKS: dict[str, tuple[str, ...]] = {}
 #: The baseline every tool uses, and the default for text-only and image-only queries.
 DEFAULT_METHOD = "sum"
 #: What the method name "default" means for each kind of query: the winners of the
-#: evaluations in docs/methods.md (composed: late fusion; marks: SVM + score fusion).
+#: evaluations in docs/methods.md (composed: sum; marks: SVM + score fusion).
 DEFAULT_METHODS = {
     "text": DEFAULT_METHOD,
     "image": DEFAULT_METHOD,
-    "image+text": "late-fusion",
+    "image+text": "sum",
     "feedback": "svm-fusion",
 }
 

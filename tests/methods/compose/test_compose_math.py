@@ -15,6 +15,8 @@ from hypothesis import strategies as st
 from spyglass.encoders.base import EncoderInfo
 from spyglass.errors import InvalidQuery
 from spyglass.query.compose import (
+    WEIMOCIR_CAPTION_WEIGHT,
+    WEIMOCIR_DEPTH,
     compose_prompt,
     fuse_scores,
     pdv_query,
@@ -210,6 +212,42 @@ def test_weimocir_without_captions_ranks_as_sum_for_one_image_and_one_text(
     index = gallery(seed)
     terms = [image_term(seed, 1 - share), text_term(seed, share)]
     assert ids(rank_weimocir(index.context(terms), 30)) == ids(rank_sum(index.context(terms), 30))
+
+
+class CaptionsByDirection:
+    """A pure stand-in for an encoder that captions images: an image's caption names
+    the joint dimension it leans to most ("dim 3"), and a caption's vector is that
+    dimension's unit vector."""
+
+    def describe_vectors(self, vectors: Mapping[str, np.ndarray]) -> list[str]:
+        return [f"dim {int(np.argmax(row))}" for row in np.atleast_2d(vectors["joint"])]
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return np.stack([np.eye(5, dtype=np.float32)[int(t.split()[1])] for t in texts])
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=seeds, share=shares)
+def test_weimocir_fuses_image_and_caption_similarity(seed: int, share: float) -> None:
+    """s_n = (1 - b) cos(q, x_n) + b cos(q, c_n) over the first WEIMOCIR_DEPTH images by
+    cos(q, x), computed here directly from the gallery and the captions' vectors."""
+    index = gallery(seed, n=40)
+    image, text = image_term(seed, 1 - share), text_term(seed, share)
+    ranking = rank_weimocir(index.context([image, text], CaptionsByDirection()), 40)
+    q = (1 - share) * image.vectors["joint"] + share * text.vectors["joint"]
+    q = q / np.linalg.norm(q)
+    captions = np.eye(5)[np.argmax(index.joint, axis=1)]
+    b = WEIMOCIR_CAPTION_WEIGHT
+    fused = (1 - b) * (index.joint @ q) + b * (captions @ q)
+    expected = sorted(range(40), key=lambda i: (-fused[i], i))
+    assert WEIMOCIR_DEPTH >= 40  # the whole gallery is re-scored
+    assert_same_order(ranking, expected)
+
+
+def test_weimocir_with_captions_is_not_sum(hand_made: HandMadeIndex) -> None:
+    terms = [image_term(5, 0.5), text_term(5, 0.5)]
+    with_captions = rank_weimocir(hand_made.context(terms, CaptionsByDirection()), 40)
+    assert ids(with_captions) != ids(rank_sum(hand_made.context(terms), 40))
 
 
 def test_negative_terms_are_subtracted_from_the_searched_vector(hand_made: HandMadeIndex) -> None:

@@ -149,36 +149,44 @@ def search_cli(caltech: Caltech, *arguments: str) -> list[dict]:
 
 
 def test_cli_feedback_and_rerank(caltech: Caltech) -> None:
-    label = "crocodile"
-    text = "a photo of a crocodile"
-    members = caltech.members(label)
-    plain = [
-        r
-        for r in search_cli(caltech, text, "-k", "23", "--rerank", "none")
-        if r["id"] not in members[:3]
-    ]
-    plain_hits = sum(caltech.labels[r["id"]] == label for r in plain[:20])
-    # Mark three crocodiles good: one by path, two by id.
-    by_path = caltech.engine.index.catalogue.images([members[0]])[members[0]].path
-    marked = search_cli(
-        caltech,
-        text,
-        "-k",
-        "23",
-        "--method",
-        "svm-fusion",
-        "--good",
-        by_path,
-        "--good",
-        str(members[1]),
-        "--good",
-        str(members[2]),
-        "--rerank",
-        "kreciprocal",
-    )
-    unmarked = [r for r in marked if r["id"] not in members[:3]][:20]
-    marked_hits = sum(caltech.labels[r["id"]] == label for r in unmarked)
-    assert marked_hits > plain_hits, (plain_hits, marked_hits)
+    """The CLI passes marks (by path and by id) and the re-ranking to the engine: its
+    results are the engine's for the same query, they differ from the text alone, and
+    over the first classes (alphabetical, no choosing) the marks find more of the class.
+
+    One class alone is no measure: with three marks among 14-24 members the top 20 moves
+    by a few images either way (crocodile: 6 text-only hits, 5 marked, with version 2
+    vectors; dolphin 6 -> 17)."""
+    plain_hits, marked_hits = 0, 0
+    for label in caltech.classes[:5]:
+        text = class_text(label).text
+        members = caltech.members(label)
+        good = members[:MARKED]
+        plain = [
+            r
+            for r in search_cli(caltech, text, "-k", "23", "--rerank", "none")
+            if r["id"] not in good
+        ]
+        plain_hits += sum(caltech.labels[r["id"]] == label for r in plain[:20])
+        # Mark three images good: one by path, two by id.
+        by_path = caltech.engine.index.catalogue.images([good[0]])[good[0]].path
+        marks = ["--good", by_path, "--good", str(good[1]), "--good", str(good[2])]
+        marked = search_cli(
+            caltech, text, "-k", "23", "--method", "svm-fusion", *marks, "--rerank", "kreciprocal"
+        )
+        engine = caltech.ranked_ids(
+            Query(
+                (class_text(label),),
+                k=23,
+                method="svm-fusion",
+                positives=tuple(good),
+                rerank="kreciprocal",
+            )
+        )
+        assert [r["id"] for r in marked] == engine, label
+        unmarked = [r for r in marked if r["id"] not in good][:20]
+        marked_hits += sum(caltech.labels[r["id"]] == label for r in unmarked)
+    # Measured (version 2 vectors, first five classes): 69 text-only hits, 91 marked.
+    assert marked_hits > plain_hits + 5, (plain_hits, marked_hits)
 
 
 def test_cli_rejects_an_unknown_mark_and_an_unknown_reranker(caltech: Caltech) -> None:

@@ -14,9 +14,14 @@ directly, so text and images meet in MiniLM's 384-d space.
 The classifier's globally pooled features (1280-d) are kept as a second, image-only
 space: they are much better for image -> image similarity than the ConSE vector.
 
-Limits: the joint space only knows what ImageNet's 1,000 classes name. Colours,
-styles, counts, scenes and text in images are invisible to it ("a red dress" ranks
-dresses, not red things).
+An attribute channel (:mod:`spyglass.encoders.bundled.attributes`) adds what the
+classifier ignores: the image's colours (named from its pixels) and its depiction style
+(photo, cartoon, sketch), as MiniLM embeddings of those words mixed into the ConSE
+vector, so "a red dress" now ranks red dresses first.
+
+Limits: the joint space knows ImageNet's 1,000 classes, sixteen colour names and three
+depiction styles. Patterns (stripes, checks), materials, counts, scenes, positions and
+text in images are invisible to it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import hashlib
 import json
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from importlib import resources
@@ -35,6 +41,8 @@ import numpy as np
 from PIL import Image
 
 from spyglass.encoders.base import JOINT_SPACE, EncoderInfo, normalize_rows
+from spyglass.encoders.bundled import attributes
+from spyglass.encoders.bundled.attributes import COLOUR_WEIGHT, STYLE_WEIGHT
 from spyglass.encoders.bundled.prepare import (
     PREPARATION_HEADING,
     TEXT_MAX_TOKENS,
@@ -54,7 +62,18 @@ PIXEL_SCALE = 128.0
 RESIZE_TO = 256
 CROP_TO = 224
 
-DEFAULTS: dict[str, Any] = {"top_t": 10, "prompt": "a photo of a {}"}
+DEFAULTS: dict[str, Any] = {
+    "top_t": 10,
+    "prompt": "a photo of a {}",
+    # Weights of the attribute channel, chosen by measurement (docs/methods.md); 0 turns
+    # a part off (the vectors of version 1 are those with both at 0).
+    "colour_weight": COLOUR_WEIGHT,
+    "style_weight": STYLE_WEIGHT,
+}
+#: The first part of the version: raised when the vectors change for the same config
+#: (2: the attribute channel), so indexes built before are refused, with a word to
+#: re-index, rather than mixed with the new vectors.
+VECTORS_VERSION = 2
 #: ``image_model`` in a spec -> the image model's file. A spec without the key means
 #: "fp32", and the key is then left out of the version, so that every index built before
 #: the key existed reopens with the model that built it (its recorded spec has no key).
@@ -67,6 +86,10 @@ IMAGE_MODELS = {"fp32": "image.onnx", "int8": "image-int8-2.onnx"}
 #: model is fast enough that decoding takes a third of the CPU; threads that sleep leave
 #: it to the decoders: 1.06-1.11x on quiet cores, 1.24x on busy ones (docs/ingest.md).
 IMAGE_SESSIONS = {"fp32": SessionTuning(), "int8": SessionTuning(spinning=False)}
+#: Caption embeddings kept by :meth:`BundledEncoder.embed_captions` (384 float32 each:
+#: 30 MB at most). Captions are "<style> of a <colour> <class>", so a collection's
+#: captions repeat and most queries find all of theirs here.
+CAPTION_CACHE_SIZE = 20_000
 #: What the prepared folder's manifest.json records.
 MANIFEST = {"image": "efficientnet-lite0 (ImageNet-1k)", "text": "all-MiniLM-L6-v2"}
 
@@ -100,9 +123,13 @@ class BundledEncoder:
 
         self.top_t = int(config["top_t"])
         self.prompt = str(config["prompt"])
+        self.colour_weight = float(config.get("colour_weight", 0.0))
+        self.style_weight = float(config.get("style_weight", 0.0))
         self._folder = folder
         self._settings = settings
         self._pseudo_word_text: PseudoWordText | None = None
+        self._captions: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._captions_lock = threading.Lock()
         # The image model loads on first use: a text search never needs it.
         self._image_session: Any = None
         self._image_lock = threading.Lock()
@@ -121,6 +148,13 @@ class BundledEncoder:
         self.max_text_tokens = TEXT_MAX_TOKENS
         self.class_names = imagenet_class_names()
         self.class_vectors = self._class_vectors(folder)
+        self.colour_names = list(attributes.PALETTE)
+        self.style_names = list(attributes.STYLES)
+        words = self.colour_names + list(attributes.STYLES.values())
+        word_vectors = self._embedded_once(folder, "words", words)
+        #: (colours, 384) and (styles, 384) float32: the words, centred per group.
+        self.colour_vectors = attributes.centred(word_vectors[: len(self.colour_names)])
+        self.style_vectors = attributes.centred(word_vectors[len(self.colour_names) :])
         self.info = EncoderInfo(
             name="bundled",
             version=_version(config),
@@ -132,11 +166,18 @@ class BundledEncoder:
 
     def _class_vectors(self, folder: Path) -> np.ndarray:
         prompts = [self.prompt.format(name) for name in self.class_names]
+        return self._embedded_once(folder, "classes", prompts, report=True)
+
+    def _embedded_once(
+        self, folder: Path, kind: str, prompts: list[str], report: bool = False
+    ) -> np.ndarray:
+        """(len(prompts), 384) float32 MiniLM embeddings, cached in the model folder
+        under a name that changes with the prompts."""
         key = hashlib.sha1("\n".join(prompts).encode()).hexdigest()[:12]
-        cached = folder / f"classes-{key}.npy"
+        cached = folder / f"{kind}-{key}.npy"
         if cached.exists():
             return np.load(cached)
-        if self._settings.report_model_preparation is not None:
+        if report and self._settings.report_model_preparation is not None:
             self._settings.report_model_preparation(
                 preparation_line(3, f"embedding the {len(prompts):,} class names")
             )
@@ -182,7 +223,8 @@ class BundledEncoder:
 
     def embed_pixels(self, pixels: np.ndarray) -> dict[str, np.ndarray]:
         logits, pooled = self._image().run(None, {"pixels": np.asarray(pixels, np.float32)})
-        return {JOINT_SPACE: self.conse(logits), IMAGE_SPACE: normalize_rows(pooled)}
+        joint = self.joint(logits, pixels)
+        return {JOINT_SPACE: joint, IMAGE_SPACE: normalize_rows(pooled)}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
@@ -217,6 +259,27 @@ class BundledEncoder:
         mixed = np.einsum("nt,ntd->nd", weights, self.class_vectors[top])
         return normalize_rows(mixed)
 
+    def attribute_vectors(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 3, 224, 224) model input -> (n, 384) float32, not unit: the colour and
+        style words of each image, weighted (see :mod:`.attributes`)."""
+        mixed = np.zeros((len(pixels), self.colour_vectors.shape[1]), np.float32)
+        if not (self.colour_weight or self.style_weight):
+            return mixed
+        lab = attributes.pooled_lab(pixels)
+        if self.colour_weight:
+            colours = attributes.colour_histogram(lab)
+            mixed += self.colour_weight * (colours @ self.colour_vectors)
+        if self.style_weight:
+            styles = attributes.style_probabilities(attributes.style_features(lab))
+            mixed += self.style_weight * (styles @ self.style_vectors)
+        return mixed
+
+    def joint(self, logits: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+        """(n, 1000) logits and their (n, 3, 224, 224) input -> (n, 384) unit joint
+        vectors: ConSE's mix of class prompts plus the attribute channel."""
+        mixed = self.conse(logits) + self.attribute_vectors(pixels)
+        return normalize_rows(mixed)
+
     def top_classes(self, logits: np.ndarray, count: int = 3) -> list[list[tuple[str, float]]]:
         """The ``count`` most probable class names per image, with probabilities: a text
         stand-in for an image (used by composed-query methods that need one)."""
@@ -228,15 +291,53 @@ class BundledEncoder:
         ]
 
     def describe_vectors(self, vectors: Mapping[str, np.ndarray]) -> list[str]:
-        """{space: (n, dims) float32} -> n texts naming each image's nearest class
-        ("a photo of a Dalmatian"): the composed-query methods' text stand-in.
+        """{space: (n, dims) float32} -> n texts naming each image's nearest class, and
+        where the attribute channel is on its colour and style ("a photo of a red
+        jersey", "a sketch of a Dalmatian"): the composed-query methods' text stand-in.
 
-        Read back from the joint vector (a mix of class prompts), so no pixels are
-        needed; on 150 PACS images this named the classifier's own top class 93% of
-        the time."""
+        Read back from the joint vector, so no pixels are needed: the nearest class
+        prompt first (on 150 PACS images this named the classifier's own top class 93%
+        of the time); then, from what the class prompt leaves of the vector, the
+        colour and the style words it leans to most."""
         joint = np.atleast_2d(np.asarray(vectors[JOINT_SPACE], np.float32))
         nearest = np.argmax(joint @ self.class_vectors.T, axis=1)
-        return [self.prompt.format(self.class_names[c]) for c in nearest]
+        classes = self.class_vectors[nearest]
+        rest = joint - (joint * classes).sum(axis=1, keepdims=True) * classes
+        colours = np.argmax(rest @ self.colour_vectors.T, axis=1)
+        styles = np.argmax(rest @ self.style_vectors.T, axis=1)
+        described = []
+        for c, colour, style in zip(nearest, colours, styles, strict=True):
+            name = self.class_names[c]
+            if self.colour_weight:
+                name = f"{self.colour_names[colour]} {name}"
+            if self.style_weight:
+                described.append(f"{attributes.STYLES[self.style_names[style]]} of a {name}")
+            else:
+                described.append(self.prompt.format(name))
+        return described
+
+    def embed_captions(self, captions: Sequence[str]) -> np.ndarray:
+        """n texts from :meth:`describe_vectors` -> (n, 384) float32 unit vectors, as
+        :meth:`embed_texts` gives them (each distinct caption embedded alone, so a
+        caption's vector does not depend on the others in the batch), remembered
+        across queries (:data:`CAPTION_CACHE_SIZE`, least recently used dropped)."""
+        found: dict[str, np.ndarray] = {}
+        with self._captions_lock:
+            for caption in captions:
+                if caption in self._captions:
+                    self._captions.move_to_end(caption)
+                    found[caption] = self._captions[caption]
+        missing = sorted(set(captions) - set(found))
+        for caption in missing:
+            (found[caption],) = self.embed_texts([caption])
+        with self._captions_lock:
+            for caption in missing:
+                self._captions[caption] = found[caption]
+            while len(self._captions) > CAPTION_CACHE_SIZE:
+                self._captions.popitem(last=False)
+        if not captions:
+            return np.zeros((0, 384), np.float32)
+        return np.stack([found[c] for c in captions]).astype(np.float32)
 
     def pseudo_word_text(self) -> PseudoWordText:
         """The text model fed a pseudo word (Pic2Word), prepared on first use; see
@@ -256,9 +357,10 @@ class BundledEncoder:
 def _version(config: Mapping[str, Any]) -> str:
     digest = hashlib.sha1(json.dumps(dict(config), sort_keys=True).encode())
     digest.update(resources.files(__package__).joinpath("imagenet_classes.tsv").read_bytes())
+    digest.update(attributes.fingerprint())
     if "image_model" in config:  # the file name changes with the quantisation recipe
         digest.update(IMAGE_MODELS[str(config["image_model"])].encode())
-    return f"1-{digest.hexdigest()[:10]}"
+    return f"{VECTORS_VERSION}-{digest.hexdigest()[:10]}"
 
 
 def _prepare_image_model(

@@ -1,5 +1,5 @@
 """The evaluation protocols, one module each: ``text``, ``image``, ``fewshot``,
-``composed``, ``caption``, ``feedback`` and ``qrels`` (the user's own judgements).
+``composed``, ``attribute``, ``caption``, ``feedback`` and ``qrels`` (the user's own judgements).
 
 Each ``run_*`` function takes an :class:`~spyglass.eval.datasets.IndexedCollection` and
 the variants to compare, asks the engine every query, and returns a
@@ -12,6 +12,7 @@ PROTOCOL_TASKS = {
     "image": "image",
     "fewshot": "feedback",
     "composed": "image+text",
+    "attribute": "text",
     "caption": "text",
     "feedback": "feedback",
 }
