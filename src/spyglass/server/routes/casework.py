@@ -63,13 +63,13 @@ def duplicates(
     largest first, as `spyglass duplicates` finds them: each image's nearest
     neighbours in the image space (a bounded number, never every pair), joined when
     their cosine reaches ``threshold`` or their perceptual hashes differ in at most
-    ``phash_distance`` bits. Images not hashed yet are hashed first (each file read
-    once, the hashes kept beside the index as the CLI keeps them); it queues with the
-    other expensive requests."""
+    ``phash_distance`` bits. Images whose hashes `spyglass duplicates` has not kept
+    yet are hashed for this request (each file read once; the server writes nothing
+    into the index); it queues with the other expensive requests."""
     rule = DuplicateRule(threshold, None if no_phash else phash_distance, candidate_floor)
     state.prepare_thread()
     with state.admission.slot(heavy=True):
-        groups = state.engine.duplicates(rule)
+        groups = state.engine.duplicates(rule, save_hashes=False)
     shown = groups[:limit]
     records = state.engine.index.catalogue.images([i for g in shown for i in g.members])
     paths = {i: r.paths for i, r in records.items()}
