@@ -166,6 +166,17 @@ def test_verify_reads_no_file_outside_the_index(
     response = client.post("/api/verify", json=document)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "outside-index"
+    inside = document["results"][1]["path"]
+    hostile = {
+        inside + "\x00.jpg": (400, "bad-path"),
+        "": (400, "bad-path"),
+        inside + "/../../../../../../etc/passwd": (403, "path-escape"),
+    }
+    for path, (status, code) in hostile.items():
+        document["results"][0]["path"] = path
+        refused = client.post("/api/verify", json=document)
+        assert refused.status_code == status, (path, refused.text)
+        assert refused.json()["error"]["code"] == code
 
 
 # -- saved searches ---------------------------------------------------------------------

@@ -5,6 +5,7 @@ and saved searches. Each does what its `spyglass duplicates`, `spyglass verify` 
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Request
@@ -19,6 +20,7 @@ from spyglass.casework.duplicates import (
     DuplicateRule,
 )
 from spyglass.casework.saved import SavedSearches
+from spyglass.server.gate import MAX_PATH_LENGTH
 from spyglass.server.problems import ApiProblem, error_responses
 from spyglass.server.queries import build_query
 from spyglass.server.routes.search import result_thumbnail
@@ -35,7 +37,7 @@ from spyglass.server.schemas import (
     SearchResultItem,
     VerifyResponse,
 )
-from spyglass.server.state import State
+from spyglass.server.state import ServerState, State
 
 router = APIRouter(prefix="/api", tags=["case work"])
 
@@ -116,7 +118,7 @@ def verify(
     files are read only inside the indexed folders (as thumbnails are)."""
     parsed = CaseFile.from_json(json.dumps(case))
     for result in parsed.results:
-        state.gate.check_inside(result.path)  # a case file cannot make us hash /etc/...
+        readable_path(state, result.path)
     state.prepare_thread()
     with state.admission.slot(heavy=True):
         verification = state.engine.verify(parsed)
@@ -129,6 +131,17 @@ def verify(
         index_now=index_item(verification.index_now),
         lines=verification.lines(),
     )
+
+
+def readable_path(state: ServerState, path: str) -> None:
+    """Refuse a case file's result path the server would not serve a thumbnail of, so
+    that no case file makes it hash (and so reveal) a file outside the indexed folders:
+    400 empty, too long or with a NUL; 403 climbing with '..' or outside the folders."""
+    if not path or len(path) > MAX_PATH_LENGTH or "\x00" in path:
+        raise ApiProblem(400, "bad-path", "a result's path is empty, too long or holds a NUL")
+    if ".." in PurePosixPath(path).parts or "\\" in path:
+        raise ApiProblem(403, "path-escape", "a result's path climbs out with '..'")
+    state.gate.check_inside(path)
 
 
 def index_item(state: IndexState) -> IndexStateItem:
