@@ -132,6 +132,12 @@ def test_verify_finds_nothing_then_the_rewritten_file(
     change = after["file_changes"][0]
     assert change["recorded_sha256"] == case["results"][1]["sha256"] != change["sha256_now"]
 
+    # A case file of a thousand results, or with a query image's copy, is far over the
+    # 256 KiB other JSON requests may send; it is read, not refused as too large.
+    padded = client.post("/api/verify", json={**case, "note": "x" * 1_000_000})
+    assert padded.status_code == 200, padded.text
+    assert padded.json()["case_intact"] is False  # the note is not under its digest
+
     edited = {**case, "results": [{**case["results"][0], "score": 0.5}, *case["results"][1:]]}
     broken_seal = client.post("/api/verify", json=edited).json()
     assert broken_seal["case_intact"] is False and broken_seal["exit_status"] == 6
