@@ -43,6 +43,11 @@ DATA_URLS = [
     ("POST", "/api/clusters"),
     ("POST", "/api/explain"),
     ("POST", "/api/uploads"),
+    ("GET", "/api/duplicates"),
+    ("POST", "/api/verify"),
+    ("GET", "/api/saved"),
+    ("POST", "/api/saved?name=cups"),
+    ("POST", "/api/saved/cups/run"),
     ("GET", "/openapi.json"),
 ]
 

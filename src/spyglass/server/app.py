@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from spyglass.engine import Spyglass
 from spyglass.server.problems import install_error_handlers
-from spyglass.server.routes import collection, explain, facets, images, search
+from spyglass.server.routes import casework, collection, explain, facets, images, search
 from spyglass.server.security import Guard
 from spyglass.server.settings import ServerSettings
 from spyglass.server.state import ServerState
@@ -54,6 +54,7 @@ def create_app(engine: Spyglass, settings: ServerSettings) -> FastAPI:
     app.include_router(collection.router)
     app.include_router(facets.router)
     app.include_router(explain.router)
+    app.include_router(casework.router)
 
     @app.get("/", include_in_schema=False)
     def page() -> Response:

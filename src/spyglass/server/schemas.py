@@ -499,3 +499,91 @@ class ExplainResponse(BaseModel):
     query: list[list[float]] | None = None
     query_peak: tuple[float, float] | None = None
     seconds: float = Field(description="Time the heatmaps took on the server.")
+
+
+# -- case work: near-duplicate groups, verify, saved searches (routes/casework.py) ------
+
+
+class DuplicateMember(BaseModel):
+    id: int
+    path: str = Field(description="Its first file ('' if it was removed meanwhile).")
+    paths: list[str] = Field(description="Every file holding this same content.")
+
+
+class DuplicateGroupItem(BaseModel):
+    group: int = Field(description="1-based, largest group first.")
+    size: int
+    weakest: float = Field(
+        description="The lowest cosine among the links that join the group: it holds "
+        "together at any threshold up to this."
+    )
+    members: list[DuplicateMember] = Field(description="By id, ascending.")
+
+
+class DuplicatesResponse(BaseModel):
+    """The groups of near-duplicate images, as `spyglass duplicates --json` writes them
+    (largest first, then by smallest member id), the first ``limit`` of them."""
+
+    rule: str = Field(description="When two images count as near-duplicates, in words.")
+    threshold: float
+    phash_distance: int | None
+    candidate_floor: float
+    total: int = Field(description="Groups found (the list holds the first `limit`).")
+    groups: list[DuplicateGroupItem]
+
+
+class FileChangeItem(BaseModel):
+    rank: int
+    path: str
+    recorded_sha256: str | None
+    sha256_now: str | None = Field(description="null: the file is missing or unreadable now.")
+
+
+class IndexStateItem(BaseModel):
+    files: int
+    images: int
+    digest: str
+
+
+class VerifyResponse(BaseModel):
+    """A case file checked against the index now, as `spyglass verify --json` prints it
+    (plus the index's state then and now). ``exit_status`` is the CLI's: 0 verified,
+    6 the case file was edited or the results differ, 7 files changed."""
+
+    verified: bool
+    exit_status: int
+    case_intact: bool = Field(description="Its digest matches its content (or it has none).")
+    case_sealed: bool = Field(description="It carries a digest at all.")
+    same_results: bool
+    results_checked: int
+    result_changes: list[str] = Field(description="One sentence per rank that differs.")
+    file_changes: list[FileChangeItem]
+    index_changed: bool
+    index_then: IndexStateItem
+    index_now: IndexStateItem
+    model_then: str
+    model_now: str
+    rerun_problem: str | None
+    lines: list[str] = Field(description="The report for a person, the verdict first.")
+
+
+class SavedSearchItem(BaseModel):
+    name: str
+    query: str = Field(description="The search, in words.")
+    saved_at: str = Field(description="UTC, ISO 8601.")
+    last_run_at: str | None = Field(description="UTC, ISO 8601; null: never run.")
+
+
+class SavedSearchesResponse(BaseModel):
+    searches: list[SavedSearchItem] = Field(description="By name.")
+
+
+class SavedRunResponse(BaseModel):
+    name: str
+    query: str
+    new_only: bool
+    since: str | None = Field(
+        description="With new=true, the previous run's time: results are the images "
+        "indexed after it (null: first run, every result counts as new)."
+    )
+    results: list[SearchResultItem]

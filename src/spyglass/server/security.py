@@ -42,6 +42,10 @@ PUBLIC_PATHS = frozenset({"/", "/index.html", "/favicon.ico"})
 #: Paths that take an image upload; every other body is small JSON.
 UPLOAD_PATHS = frozenset({"/api/uploads", "/api/search/upload"})
 SMALL_BODY_LIMIT = 256 * 1024
+#: POST /api/verify takes a whole case file: up to 10,000 results (about 600 bytes
+#: each) and base64 copies of its query images (each up to the upload limit).
+CASE_FILE_PATHS = frozenset({"/api/verify"})
+CASE_FILE_BODY_LIMIT = 64 * 1024 * 1024
 #: Room for the multipart envelope and form fields around an upload.
 MULTIPART_OVERHEAD = 256 * 1024
 
@@ -144,6 +148,8 @@ class Guard:
         limit = SMALL_BODY_LIMIT
         if path in UPLOAD_PATHS:
             limit = self.settings.max_upload_bytes + MULTIPART_OVERHEAD
+        if path in CASE_FILE_PATHS:
+            limit = CASE_FILE_BODY_LIMIT
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             status, code = (413, "too-large") if declared.isdigit() else (400, "bad-request")
