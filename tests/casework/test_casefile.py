@@ -14,10 +14,13 @@ from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from spyglass.casework.casefile import CaseFile, content_digest
+from spyglass.casework.queryspec import MAX_RECORDED_K, SearchSpec
 from spyglass.cli import main
+from spyglass.errors import InvalidQuery
 
 from .conftest import EditedCollection
 
@@ -163,3 +166,13 @@ def test_verify_tells_a_search_that_cannot_run_again_and_a_missing_digest(
     assert status == 6
     assert "the case file carries no digest" in out
     assert f"the search cannot be run again: no indexed image has id {10**9}" in out
+
+
+def test_a_recorded_search_asking_for_too_many_results_is_refused_before_it_runs() -> None:
+    """A forged k of 10^12 would make the search allocate terabytes: ``spyglass verify``
+    and saved searches refuse it when they read the recorded search."""
+    recorded = {"terms": [], "k": 10, "offset": 0}
+    assert SearchSpec.from_json(recorded).k == 10
+    for forged in ({"k": 10**12}, {"k": MAX_RECORDED_K + 1}, {"k": 0}, {"offset": 10**12}):
+        with pytest.raises(InvalidQuery, match="at most"):
+            SearchSpec.from_json({**recorded, **forged})

@@ -183,12 +183,13 @@ def test_verify_reads_no_file_outside_the_index(
         refused = client.post("/api/verify", json=document)
         assert refused.status_code == status, (path, refused.text)
         assert refused.json()["error"]["code"] == code
-    # A forged k would make the search allocate its rows first (10^12: terabytes).
+    # A forged k would make the search allocate its rows first (10^12: terabytes): the
+    # recorded search is refused as any malformed one is (SearchSpec.from_json).
     for forged in ({"k": 10**12}, {"k": 0}, {"offset": 10**12}):
         document = {**case.json(), "search": {**case.json()["search"], **forged}}
         refused = client.post("/api/verify", json=document)
         assert refused.status_code == 400, (forged, refused.text)
-        assert refused.json()["error"]["code"] == "case-file-problem"
+        assert refused.json()["error"]["code"] == "invalid-query"
 
 
 # -- saved searches ---------------------------------------------------------------------

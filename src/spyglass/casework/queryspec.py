@@ -26,6 +26,11 @@ from spyglass.store.index import Index
 
 ImageKind = Literal["indexed", "file", "upload"]
 
+#: The most results a recorded search may ask for (`spyglass search -k` goes up to this)
+#: and its furthest offset (the HTTP API's paging limit).
+MAX_RECORDED_K = 100_000
+MAX_RECORDED_OFFSET = 1_000_000
+
 
 @dataclass(frozen=True)
 class RecordedText:
@@ -156,7 +161,7 @@ class SearchSpec:
             marks = document.get("marks") or {}
             collapse = document.get("collapse_duplicates")
             min_score = document.get("min_score")
-            return cls(
+            spec = cls(
                 terms=tuple(_term_from_json(t) for t in document["terms"]),
                 k=int(document["k"]),
                 offset=int(document.get("offset", 0)),
@@ -170,6 +175,15 @@ class SearchSpec:
             )
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
             raise InvalidQuery(f"not a recorded search: {error}") from error
+        if not (1 <= spec.k <= MAX_RECORDED_K and 0 <= spec.offset <= MAX_RECORDED_OFFSET):
+            # A search allocates k rows before it looks at the index: a forged k of 10^12
+            # would ask for terabytes.
+            raise InvalidQuery(
+                f"not a recorded search: it asks for results {spec.offset + 1:,} to "
+                f"{spec.offset + spec.k:,}; a recorded search holds at most "
+                f"{MAX_RECORDED_K:,} results, from an offset up to {MAX_RECORDED_OFFSET:,}"
+            )
+        return spec
 
 
 def record_query(

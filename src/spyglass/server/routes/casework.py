@@ -20,13 +20,11 @@ from spyglass.casework.duplicates import (
     DuplicateRule,
 )
 from spyglass.casework.saved import SavedSearches
-from spyglass.errors import CaseFileProblem
 from spyglass.server.gate import MAX_PATH_LENGTH
 from spyglass.server.problems import ApiProblem, error_responses
 from spyglass.server.queries import build_query
 from spyglass.server.routes.search import result_thumbnail
 from spyglass.server.schemas import (
-    MAX_OFFSET,
     DuplicateGroupItem,
     DuplicateMember,
     DuplicatesResponse,
@@ -45,8 +43,6 @@ router = APIRouter(prefix="/api", tags=["case work"])
 
 #: The CLI's default: hashes compared unless the rule's default says embeddings alone.
 _PHASH_DEFAULT = DEFAULT_PHASH_DISTANCE if DEFAULT_PHASH_DISTANCE is not None else 0
-#: The most results a recorded search can hold: `spyglass search -k` goes up to this.
-MAX_RECORDED_K = 100_000
 SavedName = Annotated[str, Path(min_length=1, max_length=64, description="The search's name.")]
 
 
@@ -121,15 +117,6 @@ def verify(
     a 200 (``verified`` false); only a body that is no case file is refused. Result
     files are read only inside the indexed folders (as thumbnails are)."""
     parsed = CaseFile.from_json(json.dumps(case))
-    search = parsed.search
-    if not (1 <= search.k <= MAX_RECORDED_K and 0 <= search.offset <= MAX_OFFSET):
-        # The search allocates k rows before it looks at the index: a forged k of 10^12
-        # would ask for terabytes.
-        raise CaseFileProblem(
-            f"the case file's search asks for results {search.offset + 1:,} to "
-            f"{search.offset + search.k:,}: a case file holds at most {MAX_RECORDED_K:,} "
-            f"results, from an offset up to {MAX_OFFSET:,}"
-        )
     for result in parsed.results:
         readable_path(state, result.path)
     state.prepare_thread()
