@@ -23,7 +23,7 @@ from spyglass.casework.saved import SavedSearches
 from spyglass.server.gate import MAX_PATH_LENGTH
 from spyglass.server.problems import ApiProblem, error_responses
 from spyglass.server.queries import build_query
-from spyglass.server.routes.search import result_thumbnail
+from spyglass.server.routes.search import result_item
 from spyglass.server.schemas import (
     DuplicateGroupItem,
     DuplicateMember,
@@ -34,7 +34,6 @@ from spyglass.server.schemas import (
     SavedSearchesResponse,
     SavedSearchItem,
     SearchRequest,
-    SearchResultItem,
     VerifyResponse,
 )
 from spyglass.server.state import ServerState, State
@@ -214,25 +213,15 @@ def saved_run(
     with state.admission.slot(heavy=True):  # --new reads down the ranking: deep searches
         saved, items = store.run(name, state.engine.index, state.engine.run_recorded, new_only=new)
     spec = saved.search
-    results = []
-    for n, item in enumerate(items):
-        group = item if isinstance(item, CollapsedResult) else CollapsedResult(item)
-        r = group.result
-        results.append(
-            SearchResultItem(
-                rank=spec.offset + n + 1,
-                id=r.image_id,
-                path=r.path,
-                copies=len(r.paths),
-                score=round(r.score, 6),
-                rank_score=round(r.rank_score, 6),
-                width=r.width,
-                height=r.height,
-                thumbnail=result_thumbnail(request, state, r),
-                group_size=group.group_size,
-                duplicates=list(group.duplicates),
-            )
+    results = [
+        result_item(
+            request,
+            state,
+            spec.offset + n + 1,
+            item if isinstance(item, CollapsedResult) else CollapsedResult(item),
         )
+        for n, item in enumerate(items)
+    ]
     return SavedRunResponse(
         name=name,
         query=spec.describe(),

@@ -114,6 +114,27 @@ def audit(
     )
 
 
+def result_item(
+    request: Request, state: ServerState, rank: int, group: CollapsedResult
+) -> SearchResultItem:
+    """A result as the API returns it: the group's best member, its thumbnail's URL and
+    the group's size (1 where near-duplicates were not collapsed)."""
+    r = group.result
+    return SearchResultItem(
+        rank=rank,
+        id=r.image_id,
+        path=r.path,
+        copies=len(r.paths),
+        score=round(r.score, 6),
+        rank_score=round(r.rank_score, 6),
+        width=r.width,
+        height=r.height,
+        thumbnail=result_thumbnail(request, state, r),
+        group_size=group.group_size,
+        duplicates=list(group.duplicates),
+    )
+
+
 def search_response(
     request: Request,
     state: ServerState,
@@ -123,21 +144,7 @@ def search_response(
 ) -> SearchResponse:
     groups, has_more, searchable = run_query(state, built, search.collapse_duplicates)
     items = [
-        SearchResultItem(
-            rank=search.offset + n + 1,
-            id=r.image_id,
-            path=r.path,
-            copies=len(r.paths),
-            score=round(r.score, 6),
-            rank_score=round(r.rank_score, 6),
-            width=r.width,
-            height=r.height,
-            thumbnail=result_thumbnail(request, state, r),
-            group_size=group.group_size,
-            duplicates=list(group.duplicates),
-        )
-        for n, group in enumerate(groups)
-        for r in (group.result,)
+        result_item(request, state, search.offset + n + 1, group) for n, group in enumerate(groups)
     ]
     audit(request, state, "search", built, search, groups)
     return SearchResponse(
