@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,12 +103,20 @@ class Searcher:
         return {space: rows[0] for space, rows in vectors.items()}
 
     def stored_vectors(self, image_id: int) -> dict[str, np.ndarray]:
-        if not self.index.catalogue.images([image_id]):
-            raise UnknownImageId(f"no indexed image has id {image_id}")
-        owners = np.array([image_id], np.int64)
-        return {
-            space: self.index.stores[space].fetch(owners)[0] for space in self.encoder.info.spaces
-        }
+        """Space -> the image's stored vector (dims,) float32."""
+        return {space: rows[0] for space, rows in self.stored_rows([image_id]).items()}
+
+    def stored_rows(self, image_ids: Sequence[int]) -> dict[str, np.ndarray]:
+        """Space -> (n, dims) float32: the stored vectors of ``image_ids``, in their
+        order, with one catalogue look-up and one read per space for all of them (read
+        one by one, ten marks cost 4 ms of a 50 ms feedback query at 1M images)."""
+        ids = [int(i) for i in image_ids]
+        known = self.index.catalogue.images(ids)
+        for image_id in ids:
+            if image_id not in known:
+                raise UnknownImageId(f"no indexed image has id {image_id}")
+        owners = np.array(ids, np.int64)
+        return {space: self.index.stores[space].fetch(owners) for space in self.encoder.info.spaces}
 
     def _read_query_file(self, path: str) -> bytes:
         resolved = Path(path).expanduser()
@@ -147,9 +156,7 @@ class Searcher:
             (query.negatives, context.negatives),
         ):
             if ids:
-                per_id = [self.stored_vectors(i) for i in ids]
-                for space in self.encoder.info.spaces:
-                    target[space] = np.stack([v[space] for v in per_id])
+                target.update(self.stored_rows(ids))
         return context
 
     def allowed(self, filters: Filters) -> np.ndarray | None:

@@ -173,11 +173,13 @@ def _heavy_rows_preconditioner(
     u = np.hstack([np.asarray(band_rows[heavy], np.float64), np.ones((len(heavy), 1))])
     scaled = u / diagonal
     small = np.diag(1.0 / curvature[heavy]) + scaled @ u.T
-    factor = np.linalg.cholesky(small)
+    # Inverted once here, not solved at each conjugate-gradient step: the (p, p) matrix
+    # is symmetric positive definite and small (p <= 64), and two np.linalg.solve calls
+    # per step cost more in their Python checks than the arithmetic.
+    inverse = np.linalg.inv(small)
 
     def solve(v: np.ndarray) -> np.ndarray:
-        inner = np.linalg.solve(factor.T, np.linalg.solve(factor, scaled @ v))
-        return v / diagonal - scaled.T @ inner
+        return v / diagonal - scaled.T @ (inverse @ (scaled @ v))
 
     return solve
 
