@@ -794,7 +794,9 @@ def fused_ranking(
     for (space, query, weight), found in zip(parts, listed, strict=True):
         store = context.index.stores[space]
         sample = random_images(context.index, space, FUSION_SAMPLE, seed=FUSION_SAMPLE_SEED)
-        over_collection = sample.vectors.astype(np.float64) @ query.astype(np.float64)
+        # In float32 (the stored rows' precision is float16): a float64 copy of the
+        # sample cost 3 ms a query at 1,280 dims, the product itself 0.3 ms.
+        over_collection = (sample.vectors @ query.astype(np.float32)).astype(np.float64)
         fused += weight * standardised(
             scores_over(store, query, candidates, found), over_collection
         )
