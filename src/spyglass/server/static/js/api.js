@@ -51,6 +51,11 @@ export async function postJSON(path, body, options = {}) {
   return (await request("POST", path, { ...options, json: body })).json();
 }
 
+/** DELETE a resource; the server answers 204 with no body. */
+export async function deleteResource(path) {
+  await request("DELETE", path);
+}
+
 /** Status and JSON body, for endpoints that answer 202 while working. */
 export async function getWithStatus(path) {
   const response = await request("GET", path);
