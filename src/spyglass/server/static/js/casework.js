@@ -213,16 +213,17 @@ export class CaseFileCheck {
   }
 
   async check(file) {
-    let case_;
+    let text;
     try {
-      case_ = JSON.parse(await file.text());
+      text = await file.text();
+      JSON.parse(text); // only to say at once what is no JSON at all
     } catch (_) {
       this.hooks.error(new Error(`${file.name || "that file"} is not JSON: choose a JSON case file (the JSON export)`));
       return;
     }
     this.elements.drop.setAttribute("aria-busy", "true");
     try {
-      this.show(file.name, await api.postJSON("/api/verify", case_));
+      this.show(file.name, await api.postJSONText("/api/verify", text));
     } catch (error) {
       this.hooks.error(error);
     } finally {
