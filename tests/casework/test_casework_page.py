@@ -286,3 +286,9 @@ def test_duplicates_tab_lists_the_known_groups(
     page.click("#lightbox-search")
     wait_for_search(page, before)
     assert tiles(page)[0]["id"] == first
+
+    # A stricter similarity asks the server again, with that threshold.
+    page.click("#tab-duplicates")
+    page.fill("#dup-threshold", "0.999")
+    page.press("#dup-threshold", "Enter")
+    until(page, "document.querySelector('#dup-summary').textContent.includes('0.999')")

@@ -32,8 +32,9 @@ function when(iso) {
   return Number.isNaN(date.getTime()) ? iso : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
 }
 
-function lastPart(path) {
-  return path.split("/").filter(Boolean).slice(-2).join("/");
+/** A file's name without its folders (a group's members mostly share them). */
+function fileName(path) {
+  return path.split("/").filter(Boolean).pop() || path;
 }
 
 // -- saved searches ------------------------------------------------------------------------
@@ -290,10 +291,19 @@ export class DuplicatesView {
     this.shown = 0;
     this.loading = false;
     elements.more.addEventListener("click", () => this.more());
-    elements.threshold.addEventListener("change", () => {
+    const rethreshold = () => {
+      if (this.data && this.data.asked === elements.threshold.value.trim()) return;
       this.data = null;
       this.limit = GROUPS_FETCHED;
+      this.shown = 0;
       this.load();
+    };
+    elements.threshold.addEventListener("change", rethreshold);
+    elements.threshold.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") {
+        event.preventDefault();
+        rethreshold();
+      }
     });
   }
 
@@ -310,6 +320,7 @@ export class DuplicatesView {
       const threshold = this.elements.threshold.value.trim();
       if (threshold) query.set("threshold", threshold);
       const data = await api.getJSON(`/api/duplicates?${query}`);
+      data.asked = threshold;
       this.data = data;
       if (!threshold) this.elements.threshold.placeholder = String(data.threshold);
       const keep = Math.max(this.shown, GROUPS_SHOWN);
@@ -322,6 +333,11 @@ export class DuplicatesView {
       this.hooks.error(error);
     } finally {
       this.loading = false;
+    }
+    // The threshold changed while these groups were found: find them again.
+    if (this.data && this.data.asked !== this.elements.threshold.value.trim()) {
+      this.data = null;
+      await this.load();
     }
   }
 
@@ -342,9 +358,9 @@ export class DuplicatesView {
     const next = data.groups.slice(this.shown, this.shown + count);
     groups.append(...next.map((group) => this.group(group)));
     this.shown += next.length;
-    const images = data.groups.reduce((sum, group) => sum + group.size, 0);
+    const showing = this.shown < data.total ? ` · showing ${this.shown.toLocaleString()}` : "";
     summary.textContent = data.total
-      ? `${data.total.toLocaleString()} ${data.total === 1 ? "group" : "groups"}, largest first · showing ${this.shown} (${images.toLocaleString()} images in the first ${data.groups.length}) · ${data.rule}`
+      ? `${data.total.toLocaleString()} ${data.total === 1 ? "group" : "groups"}, largest first${showing} · ${data.rule}`
       : `No near-duplicates · ${data.rule}`;
     summary.title = data.rule;
     empty.hidden = data.total > 0;
@@ -371,7 +387,7 @@ export class DuplicatesView {
         img.decoding = "async";
         img.src = api.thumbnailUrl(member.id);
         img.addEventListener("error", () => img.classList.add("missing"));
-        const name = element("span", "dup-name", member.path ? lastPart(member.path) : `#${member.id}`);
+        const name = element("span", "dup-name", member.path ? fileName(member.path) : `#${member.id}`);
         tile.append(img, name);
         return tile;
       }),
