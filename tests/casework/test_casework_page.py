@@ -171,12 +171,32 @@ def test_save_list_run_new_only_and_delete_a_search(
 # -- checking a case file ---------------------------------------------------------------
 
 
-def verify_on_page(tab: Any, path: Path) -> dict[str, str]:
-    """Check ``path`` on the page; the verdict and its facts, by name."""
+def drop_file(tab: Any, selector: str, path: Path) -> None:
+    """Drop ``path`` on ``selector`` as a person dragging it from their files would."""
+    tab.evaluate(
+        """([selector, text, name]) => {
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([text], name, {type: 'application/json'}));
+            const target = document.querySelector(selector);
+            const init = {dataTransfer: transfer, bubbles: true};
+            window.dispatchEvent(new DragEvent('dragenter', init));
+            target.dispatchEvent(new DragEvent('dragover', init));
+            target.dispatchEvent(new DragEvent('drop', init));
+        }""",
+        [selector, path.read_text(), path.name],
+    )
+
+
+def verify_on_page(tab: Any, path: Path, drop: bool = False) -> dict[str, str]:
+    """Check ``path`` on the page (chosen, or dropped on the card); the verdict and its
+    facts, by name."""
     if tab.is_visible("#verify-dialog"):
         tab.click("#verify-close")
     tab.evaluate("delete document.querySelector('#verify-dialog').dataset.verified")
-    tab.set_input_files("#verify-file", str(path))
+    if drop:
+        drop_file(tab, "#verify-drop", path)
+    else:
+        tab.set_input_files("#verify-file", str(path))
     until(tab, "document.querySelector('#verify-dialog').dataset.verified")
     found: dict[str, str] = tab.evaluate(
         """() => Object.fromEntries([
@@ -214,9 +234,11 @@ def test_verify_an_exported_case_file_then_an_edited_one_and_a_changed_file(
     case["results"][0]["mark"] = "good" if case["results"][0].get("mark") != "good" else None
     edited = tmp_path / "edited.json"
     edited.write_text(json.dumps(case))
-    found = verify_on_page(page, edited)
+    found = verify_on_page(page, edited, drop=True)
     assert found["verified"] == "false" and found["verdict"].startswith("Not verified")
     assert "edited" in found["case-file"]
+    # Dropped on its card, a case file is not taken for an image to search by.
+    assert not page.is_visible("#toast") and not page.is_visible("#drop-overlay")
 
     # A result's file changed since the export: named, with its rank.
     top = case["results"][0]

@@ -186,6 +186,9 @@ export class CaseFileCheck {
     this.hooks = hooks;
     const { drop, pick, input } = elements;
     pick.addEventListener("click", () => input.click());
+    drop.addEventListener("click", (event) => {
+      if (event.target === drop) input.click();
+    });
     drop.addEventListener("keydown", (event) => {
       if (event.key === "Enter" || event.key === " ") {
         event.preventDefault();
