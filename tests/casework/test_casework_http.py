@@ -272,3 +272,24 @@ def test_openapi_lists_the_case_work_paths(shared: tuple[TestClient, Spyglass]) 
         for status in errors:
             error = operation["responses"][status]["content"]["application/json"]["schema"]
             assert error["$ref"].endswith("ErrorBody"), (path, method, status)
+
+
+def test_saved_search_deleted_then_unknown(
+    own: tuple[TestClient, Spyglass, EditedCollection, Path],
+) -> None:
+    client, _, _, folder = own
+    body = {"text": "a watch", "limit": 2}
+    assert client.post("/api/saved", params={"name": "gone"}, json=body).status_code == 201
+    assert client.post("/api/saved", params={"name": "kept"}, json=body).status_code == 201
+    deleted = client.delete("/api/saved/gone")
+    assert deleted.status_code == 204 and deleted.content == b""
+    assert [s["name"] for s in client.get("/api/saved").json()["searches"]] == ["kept"]
+    assert "gone" not in (folder / "saved-searches.json").read_text()  # the CLI's file too
+    again = client.delete("/api/saved/gone")
+    assert again.status_code == 404
+    assert again.json()["error"]["code"] == "saved-search-not-found"
+    assert client.post("/api/saved/gone/run").status_code == 404
+    operation = client.get("/openapi.json").json()["paths"]["/api/saved/{name}"]["delete"]
+    assert "204" in operation["responses"] and "404" in operation["responses"]
+    error = operation["responses"]["404"]["content"]["application/json"]["schema"]
+    assert error["$ref"].endswith("ErrorBody")

@@ -8,7 +8,7 @@ import json
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
 from spyglass.casework.casefile import CaseFile
 from spyglass.casework.digests import IndexState
@@ -191,6 +191,19 @@ def saved_save(
     return SavedSearchItem(
         name=saved.name, query=spec.describe(), saved_at=saved.saved_at, last_run_at=None
     )
+
+
+@router.delete(
+    "/saved/{name}",
+    status_code=204,
+    response_class=Response,
+    responses=error_responses(400, 401, 404),
+)
+def saved_delete(name: SavedName, state: State) -> Response:
+    """Forget the saved search ``name``, as `spyglass saved delete` does: 204, or 404
+    when there is none of that name."""
+    SavedSearches(state.engine.index.folder).delete(name)
+    return Response(status_code=204)
 
 
 @router.post(

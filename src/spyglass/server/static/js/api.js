@@ -51,6 +51,18 @@ export async function postJSON(path, body, options = {}) {
   return (await request("POST", path, { ...options, json: body })).json();
 }
 
+/** POST JSON as the text it is, not parsed and written again: a case file's digest is
+ * of its exact numbers, and JavaScript would write 1.0 back as 1. */
+export async function postJSONText(path, text) {
+  const headers = { "Content-Type": "application/json" };
+  return (await request("POST", path, { form: text, headers })).json();
+}
+
+/** DELETE a resource; the server answers 204 with no body. */
+export async function deleteResource(path) {
+  await request("DELETE", path);
+}
+
 /** Status and JSON body, for endpoints that answer 202 while working. */
 export async function getWithStatus(path) {
   const response = await request("GET", path);

@@ -7,6 +7,7 @@
 // words to add or to leave out, or the method refines the same query: marks stay.
 
 import * as api from "./api.js";
+import { CaseFileCheck, DuplicatesView, SavedSearchPanel, describeRun } from "./casework.js";
 import { ClusterView } from "./clusters.js";
 import { ResultGrid } from "./grid.js";
 import { FilterPanel } from "./filters.js";
@@ -615,12 +616,13 @@ async function loadMap() {
 
 function selectTab(name) {
   state.tab = name;
-  for (const tab of ["results", "clusters", "map"]) {
+  for (const tab of ["results", "clusters", "map", "duplicates"]) {
     $(`tab-${tab}`).setAttribute("aria-selected", String(tab === name));
     $(`view-${tab}`).hidden = tab !== name;
   }
   tooltip.hidden = true;
   if (name === "clusters") loadClusters();
+  if (name === "duplicates") duplicatesView.load();
   if (name === "map") {
     loadMap();
     mapView.draw();
@@ -704,6 +706,50 @@ async function exportAs(format) {
   }
 }
 
+// -- case work: saved searches, checking a case file, near-duplicates ---------------------
+
+const savedPanel = new SavedSearchPanel(
+  { name: $("saved-name"), save: $("saved-save"), confirm: $("saved-confirm"), list: $("saved-list") },
+  { request: () => state.request, show: showSavedRun, error: showError },
+);
+
+/** A saved search's run, in the grid as a search's results are. It is not the query
+ * in the panel, so it has no request: nothing loads more, exports or explains it. */
+function showSavedRun(run) {
+  clearMarksForNewQuery(); // another query: the marks go, with the undo notice
+  state.generation++;
+  state.request = null;
+  state.identity = null;
+  state.clustersFor = null;
+  clearProblem();
+  selectTab("results");
+  grid.setItems(run.results, false);
+  $("results-empty").hidden = run.results.length > 0;
+  $("results-empty").querySelector("h3").textContent = run.new_only ? "Nothing new since its last run" : "No results";
+  $("export-csv").disabled = $("export-json").disabled = true;
+  summary(describeRun(run));
+  document.body.dataset.results = String(run.results.length);
+  document.body.dataset.savedRuns = String(Number(document.body.dataset.savedRuns || 0) + 1);
+}
+
+new CaseFileCheck(
+  {
+    drop: $("verify-drop"),
+    pick: $("verify-pick"),
+    input: $("verify-file"),
+    dialog: $("verify-dialog"),
+    verdict: $("verify-verdict"),
+    facts: $("verify-facts"),
+    close: $("verify-close"),
+  },
+  { error: showError },
+);
+
+const duplicatesView = new DuplicatesView(
+  { summary: $("dup-summary"), groups: $("dup-groups"), more: $("dup-more"), empty: $("dup-empty"), threshold: $("dup-threshold") },
+  { open: (id) => openLightbox(id), error: showError },
+);
+
 // -- access ------------------------------------------------------------------------------
 
 function askForToken() {
@@ -752,6 +798,7 @@ async function start() {
     $("rerank-method").options[0].title = perKind(state.methods.default_rerankers);
   }
   await loadFacets();
+  await savedPanel.load();
   document.body.dataset.ready = "1";
 }
 
@@ -804,7 +851,7 @@ $("map-zoom-in").addEventListener("click", () => mapView.zoom(1.6));
 $("map-zoom-out").addEventListener("click", () => mapView.zoom(1 / 1.6));
 $("export-csv").addEventListener("click", () => exportAs("csv"));
 $("export-json").addEventListener("click", () => exportAs("json"));
-for (const tab of ["results", "clusters", "map"]) {
+for (const tab of ["results", "clusters", "map", "duplicates"]) {
   $(`tab-${tab}`).addEventListener("click", () => selectTab(tab));
 }
 $("lightbox-close").addEventListener("click", () => $("lightbox").close());
@@ -839,6 +886,7 @@ window.addEventListener("drop", (event) => {
   event.preventDefault();
   dragDepth = 0;
   $("drop-overlay").hidden = true;
+  if (event.target instanceof Element && event.target.closest("#verify-drop")) return; // a case file
   const file = imageFrom(event.dataTransfer);
   if (file) useFile(file);
   else toast("Drop an image file");
