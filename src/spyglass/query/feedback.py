@@ -75,7 +75,7 @@ SEESAW_REFERENCE_LAMBDA = 1.0
 HINGE_SMOOTHING = 0.1
 #: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
 #: share of the fused score.
-FUSION_DEPTH = 300
+FUSION_DEPTH = 200
 FUSION_TEXT_SHARE = 0.3
 #: A SeeSaw model: (space, text query (dims,) or None, positives (p, dims), negatives
 #: (n, dims)) -> w (dims,).
