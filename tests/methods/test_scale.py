@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from spyglass.encoders.base import EncoderInfo
 from spyglass.engine import Spyglass
-from spyglass.query import compose, feedback
+from spyglass.query import compose, feedback, fusion, sampling
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
 from spyglass.query.rerank import RERANK_DEPTH, get_reranker
 from spyglass.query.terms import ImageTerm, Query, TextTerm
@@ -127,8 +127,8 @@ def context_for(index: Index, kind: str) -> RankContext:
 
 #: (method, kind of query, most rows one query may fetch, deepest search it may ask).
 #: The learned models' first query also draws their random images (kept by the index):
-#: PSEUDO_NEGATIVES + POOL_SPARE of them, and for svm-fusion FUSION_SAMPLE per space.
-FUSION = 2 * max(K, feedback.FUSION_DEPTH)
+#: PSEUDO_NEGATIVES + POOL_SPARE of them; late fusion draws FUSION_SAMPLE per space.
+FUSION = 2 * max(K, fusion.FUSION_DEPTH)
 NEGATIVES = feedback.PSEUDO_NEGATIVES + feedback.POOL_SPARE
 CASES = [
     ("sum", "text", 0, K),
@@ -141,14 +141,14 @@ CASES = [
         max(K, compose.WEIMOCIR_DEPTH),
     ),
     ("slerp", "image+text", 0, K),
-    ("late-fusion", "image+text", 2 * max(K, compose.LATE_FUSION_DEPTH), compose.LATE_FUSION_DEPTH),
+    ("late-fusion", "image+text", 2 * fusion.FUSION_SAMPLE + FUSION, fusion.FUSION_DEPTH),
     ("rocchio", "marks", 0, K),
     ("svm", "marks", NEGATIVES, K),
     ("svm-text", "marks", NEGATIVES, K),
     ("svm-text-balanced", "marks", NEGATIVES, K),
     ("seesaw", "marks", 0, K),  # SeeSaw's reference trains on the marked images only
     ("seesaw-style", "marks", NEGATIVES, K),
-    ("svm-fusion", "marks", NEGATIVES + 2 * feedback.FUSION_SAMPLE + FUSION, feedback.FUSION_DEPTH),
+    ("svm-fusion", "marks", NEGATIVES + 2 * fusion.FUSION_SAMPLE + FUSION, fusion.FUSION_DEPTH),
 ]
 
 
@@ -207,18 +207,18 @@ def test_pseudo_negatives_are_visible_unmarked_distinct_and_seeded(index) -> Non
     context = context_for(index, "marks")
     store = index.stores["image"]
     marked = {3, 5, 8, 13}
-    first = feedback.sample_by_position(store, 1000, np.array(sorted(marked)))
-    again = feedback.sample_by_position(store, 1000, np.array(sorted(marked)))
+    first = sampling.sample_by_position(store, 1000, np.array(sorted(marked)))
+    again = sampling.sample_by_position(store, 1000, np.array(sorted(marked)))
     assert first is not None and again is not None
     np.testing.assert_array_equal(first, again)
     assert len(set(first.tolist())) == 1000 and np.all(np.diff(first) > 0)
     size = len(store)
     assert not marked & set(first.tolist())
     assert not set(range(size - 50, size)) & set(first.tolist())
-    other = feedback.sample_by_position(store, 1000, np.array([3, 5]))
+    other = sampling.sample_by_position(store, 1000, np.array([3, 5]))
     assert other is not None and not np.array_equal(first, other)
     # A query's negatives: rows of the index's random images, none of them marked.
-    sample = feedback.random_images(context.index, "image", NEGATIVES)
+    sample = sampling.random_images(context.index, "image", NEGATIVES)
     assert len(set(sample.owners.tolist())) == NEGATIVES
     assert not set(range(size - 50, size)) & set(sample.owners.tolist())
     np.testing.assert_array_equal(sample.vectors, store.fetch(sample.owners))
@@ -298,10 +298,10 @@ def test_sampling_by_position_is_valid_seeded_and_bounded(
     hidden = {int(o) for o in owners[rng.random(rows) < hidden_share]}
     marked = np.array([int(owners[m % rows]) for m in marks], np.int64)
     store = RowsOnly(owners, hidden)
-    chosen = feedback.sample_by_position(store, count, marked)  # type: ignore[arg-type]
+    chosen = sampling.sample_by_position(store, count, marked)  # type: ignore[arg-type]
     # Work: O(count) positions, never the rows.
-    assert store.looked_up <= feedback.SAMPLE_ROUNDS * (18 * count + 8)
-    again = feedback.sample_by_position(RowsOnly(owners, hidden), count, marked)  # type: ignore[arg-type]
+    assert store.looked_up <= sampling.SAMPLE_ROUNDS * (18 * count + 8)
+    again = sampling.sample_by_position(RowsOnly(owners, hidden), count, marked)  # type: ignore[arg-type]
     if chosen is None:
         assert again is None
         return
@@ -315,7 +315,7 @@ def test_sampling_by_position_is_valid_seeded_and_bounded(
 def test_sampling_by_position_finds_enough_when_most_images_are_visible(rows) -> None:
     owners = np.arange(rows, dtype=np.int64)
     hidden = set(range(0, rows, 3))  # a third removed
-    chosen = feedback.sample_by_position(RowsOnly(owners, hidden), 1000, np.array([1, 2]))  # type: ignore[arg-type]
+    chosen = sampling.sample_by_position(RowsOnly(owners, hidden), 1000, np.array([1, 2]))  # type: ignore[arg-type]
     assert chosen is not None and len(chosen) == 1000
 
 
@@ -325,7 +325,7 @@ def test_sampling_by_position_is_uniform_over_visible_owners() -> None:
     hidden = {0, 1, 2, 3}
     counts = np.zeros(40)
     for seed in range(400):
-        chosen = feedback.sample_by_position(RowsOnly(owners, hidden), 9, np.array([seed + 40]))  # type: ignore[arg-type]
+        chosen = sampling.sample_by_position(RowsOnly(owners, hidden), 9, np.array([seed + 40]))  # type: ignore[arg-type]
         assert chosen is not None
         counts[chosen] += 1
     visible = counts[4:]

@@ -220,7 +220,7 @@ def test_feedback_samples_milvus_rows_by_position_like_the_embedded_store(tmp_pa
     """Marks draw random images as negatives by row position (work bounded by the
     count drawn): the Milvus store lists its rows' owners once and draws the same
     images as the embedded store holding the same rows."""
-    from spyglass.query import feedback
+    from spyglass.query import sampling
     from spyglass.store.local import LocalVectorStore
 
     rng = np.random.default_rng(5)
@@ -231,9 +231,9 @@ def test_feedback_samples_milvus_rows_by_position_like_the_embedded_store(tmp_pa
         store.add(owners, vectors)
         store.flush()
         store.set_hidden(range(0, 150, 7))
-    assert isinstance(milvus, feedback.OwnersByRow)
+    assert isinstance(milvus, sampling.OwnersByRow)
     marked = np.array([3, 4, 5], np.int64)
-    drawn = feedback.sample_by_position(milvus, 40, marked)
+    drawn = sampling.sample_by_position(milvus, 40, marked)
     assert drawn is not None and len(drawn) == 40
     assert not set(drawn.tolist()) & (set(range(0, 150, 7)) | {3, 4, 5})
-    np.testing.assert_array_equal(drawn, feedback.sample_by_position(local, 40, marked))
+    np.testing.assert_array_equal(drawn, sampling.sample_by_position(local, 40, marked))

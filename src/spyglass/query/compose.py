@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from spyglass.errors import InvalidQuery
-from spyglass.query.fusion import scores_over, union_of
+from spyglass.query.fusion import fused_ranking
 from spyglass.query.methods import (
     EmbeddedTerm,
     RankContext,
@@ -36,8 +36,6 @@ from spyglass.query.methods import (
     weighted_sum,
 )
 
-#: How deep each single-space list goes before late fusion combines them.
-LATE_FUSION_DEPTH = 1000
 #: PDV's scale of the prompt direction added to the reference image (alpha_v).
 PDV_IMAGE_SCALE = 1.0
 #: PDV's scale of the prompt direction added to the stand-in's text (alpha_t).
@@ -331,19 +329,6 @@ def rank_pdv(context: RankContext, k: int) -> Ranking:
 # -- late fusion across spaces ------------------------------------------------------------
 
 
-def standardize(scores: np.ndarray) -> np.ndarray:
-    """(n,) scores -> (n,) z-scores; a constant list maps to zeros."""
-    spread = float(scores.std())
-    if spread < 1e-12:
-        return np.zeros_like(scores, dtype=np.float64)
-    return (scores - scores.mean()) / spread
-
-
-def fuse_scores(image_scores: np.ndarray, text_scores: np.ndarray, text_share: float) -> np.ndarray:
-    """s = (1 - a) z(s_image) + a z(s_text) over one candidate list: (n,), (n,) -> (n,)."""
-    return (1.0 - text_share) * standardize(image_scores) + text_share * standardize(text_scores)
-
-
 @register(
     "late-fusion",
     "image-only space for the reference, joint space for the text, z-scores fused per image",
@@ -357,10 +342,11 @@ def rank_late_fusion(context: RankContext, k: int) -> Ranking:
 
     The reference is scored where images compare best (the encoder's image space:
     pooled CNN features for the bundled model), the text where it lives (the joint
-    space). Over the union U of the top ``max(k, 1000)`` of each list, each score is
-    standardised over U and combined:
+    space). Over the union U of the top ``max(k, FUSION_DEPTH)`` of each list, each
+    cosine is standardised by its mean and spread over the collection (estimated on a
+    random sample: :func:`~spyglass.query.fusion.fused_ranking`) and combined:
 
-        s(x) = (1 - a) z_U(cos(v_img, x_img)) + a z_U(cos(t, x_joint))
+        s(x) = (1 - a) z(cos(v_img, x_img)) + a z(cos(t, x_joint))
 
     A candidate missing from one list gets its exact whole-image cosine there. The
     returned scores are these fused z-scores, not cosines.
@@ -372,24 +358,15 @@ def rank_late_fusion(context: RankContext, k: int) -> Ranking:
     text_space = context.info.text_space
     if image_space not in parts.reference:
         image_space = text_space
-    depth = max(k, LATE_FUSION_DEPTH)
-    image_query = parts.searched(parts.reference[image_space], image_space)
-    text_query = parts.searched(parts.text, text_space)
-    by_image = context.search(image_space, image_query, depth)
-    by_text = context.search(text_space, text_query, depth)
-    candidates = union_of(by_image, by_text)
-    if not len(candidates):
-        return []
-    stores = context.index.stores
-    fused = fuse_scores(
-        scores_over(stores[image_space], image_query, candidates, by_image),
-        scores_over(stores[text_space], text_query, candidates, by_text),
-        parts.text_share,
-    )
-    # By fused score, ties by id: the order a sort on (-score, id) gives, without a
-    # Python key call per candidate (up to 2 x LATE_FUSION_DEPTH of them).
-    order = np.lexsort((candidates, -fused))[:k]
-    return [(int(candidates[i]), float(fused[i])) for i in order.tolist()]
+    fused = [
+        (
+            image_space,
+            parts.searched(parts.reference[image_space], image_space),
+            1.0 - parts.text_share,
+        ),
+        (text_space, parts.searched(parts.text, text_space), parts.text_share),
+    ]
+    return fused_ranking(context, fused, k)
 
 
 # -- Pic2Word ---------------------------------------------------------------------------

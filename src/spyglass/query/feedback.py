@@ -25,19 +25,16 @@ pool drawn once per state of the index: ``pseudo_negatives``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from collections.abc import Set as AbstractSet
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from spyglass.errors import InvalidQuery
-from spyglass.query.fusion import scores_over, union_of
+from spyglass.query.fusion import fused_ranking
 from spyglass.query.methods import RankContext, Ranking, register, weighted_sum
+from spyglass.query.sampling import RandomImages, random_images, sample_from_list
 from spyglass.query.svm import fit_svm
-from spyglass.store.base import VectorStore
-from spyglass.store.index import Index
 
 #: Random index images used as negatives by the learned models.
 PSEUDO_NEGATIVES = 1000
@@ -51,9 +48,6 @@ SAMPLE_BY_POSITION_FROM = 100_000
 #: Images in the sample of negatives beyond those a query uses, so that the marked
 #: images that happen to be in it can be left out (see ``pseudo_negatives``).
 POOL_SPARE = 64
-#: Rounds of drawing by position before falling back to the list (a collection whose
-#: rows are mostly hidden, such as the size study's subsets).
-SAMPLE_ROUNDS = 4
 #: Rocchio's constants: SMART's classic alpha = 1, beta = 0.75, gamma = 0.15
 #: (Manning, Raghavan & Schütze, Introduction to IR, section 9.1.1).
 ROCCHIO_ALPHA = 1.0
@@ -73,17 +67,11 @@ SEESAW_LAMBDA = 1.0
 SEESAW_REFERENCE_LAMBDA = 1.0
 #: Half-width of the quadratic part of the smoothed hinge (see ``smooth_hinge``).
 HINGE_SMOOTHING = 0.1
-#: Late fusion (``svm-fusion``): how deep each single-space list goes, and the text's
-#: share of the fused score.
-FUSION_DEPTH = 200
+#: ``svm-fusion``: the text's share of the fused score.
 FUSION_TEXT_SHARE = 0.3
 #: A SeeSaw model: (space, text query (dims,) or None, positives (p, dims), negatives
 #: (n, dims)) -> w (dims,).
 SeesawModel = Callable[[str, np.ndarray | None, np.ndarray, np.ndarray], np.ndarray]
-#: Random images on which late fusion estimates each part's mean and spread (a sample of
-#: its own, seeded apart from the SVM's negatives, whose scores the fit pushes down).
-FUSION_SAMPLE = 1000
-FUSION_SAMPLE_SEED = 1
 
 
 # -- examples ---------------------------------------------------------------------------
@@ -144,39 +132,6 @@ def pseudo_negatives(context: RankContext, space: str, count: int) -> np.ndarray
     return store.fetch(chosen).astype(np.float32)
 
 
-@dataclass(frozen=True)
-class RandomImages:
-    """Visible images of one space drawn at random: ``owners`` (n,) int64 sorted and
-    their ``vectors`` (n, dims) float32."""
-
-    owners: np.ndarray
-    vectors: np.ndarray
-
-
-def random_images(index: Index, space: str, size: int, seed: int = 0) -> RandomImages:
-    """``size`` visible images of ``space`` (all of them if fewer) with their vectors,
-    drawn by row position (:func:`sample_by_position`) or, where the store cannot be
-    sampled so, from the list of owners; seeded by the number of rows and ``seed``, and
-    kept by the index until the set of searchable images changes.
-
-    Drawn per query instead, feedback's 1,000 scattered rows cost about 25 ms of a
-    100 ms ``svm-fusion`` query at 1M images (docs/methods.md); kept, 5 MB per 1,280-d
-    space."""
-
-    def draw() -> RandomImages:
-        store = index.stores[space]
-        nobody = np.zeros(0, np.int64)
-        salt = (seed,) if seed else ()
-        owners = sample_by_position(store, size, nobody, salt=salt)
-        if owners is None:
-            owners = sample_from_list(store, size, nobody, salt=salt)
-        if not len(owners):
-            return RandomImages(owners, np.zeros((0, store.dims), np.float32))
-        return RandomImages(owners, store.fetch(owners).astype(np.float32))
-
-    return index.derived(("random images", space, size, seed), draw)
-
-
 def draw_from(sample: RandomImages, count: int, marked: np.ndarray) -> np.ndarray:
     """(m, dims) float32: ``count`` of the sample's vectors (all it has if fewer), none
     of a ``marked`` image's, chosen by a draw seeded by the sample's size and the marks."""
@@ -195,81 +150,6 @@ def sample_among(among: np.ndarray, count: int, marked: np.ndarray) -> np.ndarra
         return owners.copy()
     rng = np.random.default_rng([len(owners), *sorted(int(i) for i in marked)])
     return np.sort(rng.choice(owners, count, replace=False))
-
-
-def sample_from_list(
-    store: VectorStore, count: int, marked: np.ndarray, salt: Sequence[int] = ()
-) -> np.ndarray:
-    """(m,) int64 sorted: ``count`` distinct visible owners of ``store`` (all of them if
-    fewer), none of ``marked``, drawn from the list of every visible owner. O(N) in the
-    rows of the store; what every collection got before sampling by position."""
-    owners = store.visible_owners()
-    if len(marked):
-        owners = owners[~np.isin(owners, marked)]
-    if len(owners) == 0:
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng([len(owners), *salt, *sorted(int(i) for i in marked)])
-    return np.sort(rng.choice(owners, size=min(count, len(owners)), replace=False))
-
-
-@runtime_checkable
-class OwnersByRow(Protocol):
-    """A store that can say which owner each of its rows belongs to, in O(1) per query
-    (the local and approximate stores keep that array in memory once read)."""
-
-    def owners(self) -> np.ndarray:
-        """(rows,) int64: the owner of every row, in row order."""
-        ...
-
-    def hidden_owners(self) -> AbstractSet[int]:
-        """The owners hidden now (O(1) membership tests)."""
-        ...
-
-
-def sample_by_position(
-    store: VectorStore, count: int, marked: np.ndarray, salt: Sequence[int] = ()
-) -> np.ndarray | None:
-    """(count,) int64 sorted: distinct visible owners of ``store``, none of ``marked``,
-    drawn by row position; ``None`` where the store cannot be sampled so, or when
-    ``SAMPLE_ROUNDS`` rounds of drawing found fewer than ``count`` (a store whose rows
-    are nearly all hidden; the caller then draws from the whole list).
-
-    Each round draws row positions uniformly with replacement, maps them to owners and
-    keeps, in the order drawn, the first occurrence of each owner that is visible, not
-    marked and not kept already: a uniform draw without replacement among the visible
-    unmarked owners (with one row per owner, as in the spaces sampled here). A round
-    draws what is still wanted divided by the share of draws the last round kept (at
-    least 1/16), so work per call is at most about ``SAMPLE_ROUNDS`` x 16 x ``count``
-    positions and set look-ups, whatever the number of rows. Seeded by the number of
-    rows, ``salt`` and the marked ids."""
-    # The store protocol cannot say whether an owner is hidden without listing every
-    # visible owner; the local stores (exact and approximate) can. Other stores are
-    # sampled from the list.
-    if not isinstance(store, OwnersByRow):
-        return None
-    hidden = store.hidden_owners()
-    row_owners = store.owners()
-    rows = len(row_owners)
-    if rows == 0:
-        return np.zeros(0, np.int64)
-    rng = np.random.default_rng([rows, *salt, *sorted(int(i) for i in marked)])
-    leave_out = {int(i) for i in marked.tolist()}
-    kept: list[int] = []
-    share = 1.0
-    for _ in range(SAMPLE_ROUNDS):
-        wanted = count - len(kept)
-        # A little more than needed, so that one round nearly always suffices.
-        size = int(wanted / max(share, 1 / 16) * 1.125) + 8
-        before = len(kept)
-        for owner in row_owners[rng.integers(0, rows, size=size)].tolist():
-            if owner in leave_out or owner in hidden:
-                continue
-            leave_out.add(owner)
-            kept.append(owner)
-            if len(kept) == count:
-                return np.sort(np.array(kept, np.int64))
-        share = (len(kept) - before) / size
-    return None
 
 
 def build_examples(
@@ -767,50 +647,6 @@ def rank_seesaw(context: RankContext, k: int) -> Ranking:
 
 
 # -- late fusion: the marks where images compare best, the text where it lives ----------
-
-
-def fused_ranking(
-    context: RankContext, parts: list[tuple[str, np.ndarray, float]], k: int
-) -> Ranking:
-    """Late fusion of single-space searches: ``parts`` are (space, unit query (dims,),
-    weight). The candidates are the union U of each part's top ``max(k, FUSION_DEPTH)``;
-    each gets its exact cosine in every part (stored vectors fetched where a part's list
-    missed it), standardised by that part's mean and spread over the collection:
-
-        s(x) = sum_p weight_p (cos_p(x) - mu_p) / sigma_p
-
-    with mu_p and sigma_p the mean and standard deviation of cos_p over
-    ``FUSION_SAMPLE`` random images (:func:`random_images`, kept per state of the index).
-    Over the whole collection, as the evaluation ranks it, this is the z-score fusion of
-    every image; over a large one the depth decides only which images are candidates,
-    not how they score (standardised over U instead, a candidate's score depended on how
-    deep the lists went)."""
-    depth = max(k, FUSION_DEPTH)
-    listed = [context.search(space, query, depth) for space, query, _ in parts]
-    candidates = union_of(*listed)
-    if not len(candidates):
-        return []
-    fused = np.zeros(len(candidates))
-    for (space, query, weight), found in zip(parts, listed, strict=True):
-        store = context.index.stores[space]
-        sample = random_images(context.index, space, FUSION_SAMPLE, seed=FUSION_SAMPLE_SEED)
-        # In float32 (the stored rows' precision is float16): a float64 copy of the
-        # sample cost 3 ms a query at 1,280 dims, the product itself 0.3 ms.
-        over_collection = (sample.vectors @ query.astype(np.float32)).astype(np.float64)
-        fused += weight * standardised(
-            scores_over(store, query, candidates, found), over_collection
-        )
-    order = np.lexsort((candidates, -fused))[:k]
-    return [(int(candidates[i]), float(fused[i])) for i in order]
-
-
-def standardised(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """(n,) float64: ``scores`` (n,) less the mean of ``reference`` (m,), divided by its
-    standard deviation; zeros where the reference does not vary (or is empty)."""
-    spread = float(reference.std()) if len(reference) else 0.0
-    if spread < 1e-12:
-        return np.zeros(len(scores))
-    return np.asarray((scores - float(reference.mean())) / spread, np.float64)
 
 
 @register(

@@ -18,7 +18,6 @@ from spyglass.query.compose import (
     WEIMOCIR_CAPTION_WEIGHT,
     WEIMOCIR_DEPTH,
     compose_prompt,
-    fuse_scores,
     pdv_query,
     rank_late_fusion,
     rank_pdv,
@@ -26,9 +25,9 @@ from spyglass.query.compose import (
     rank_weimocir,
     slerp,
     split_query,
-    standardize,
     weimocir_query,
 )
+from spyglass.query.fusion import standardised
 from spyglass.query.methods import (
     EmbeddedTerm,
     RankContext,
@@ -381,8 +380,8 @@ def test_compose_prompt() -> None:
 
 
 @given(st.lists(st.floats(-1, 1), min_size=2, max_size=30))
-def test_standardize(scores: list[float]) -> None:
-    z = standardize(np.array(scores))
+def test_standardised_by_itself_has_mean_zero_and_spread_one(scores: list[float]) -> None:
+    z = standardised(np.array(scores), np.array(scores))
     if np.std(scores) < 1e-12:
         assert not z.any()
     else:
@@ -405,7 +404,6 @@ def test_late_fusion_combines_standardised_scores_of_both_spaces(seed: int, shar
     scores = dict(ranking)
     np.testing.assert_allclose([scores[i] for i in range(30)], fused, atol=1e-4)
     assert ids(ranking) == sorted(range(30), key=lambda i: (-scores[i], i))
-    np.testing.assert_allclose(fuse_scores(by_image, by_text, share), fused, atol=1e-9)
 
 
 @settings(max_examples=30, deadline=None)
@@ -423,19 +421,27 @@ def test_late_fusion_scores_a_candidate_missing_from_one_list_exactly(
     hand_made: HandMadeIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With lists shorter than the collection, a candidate found in one space only gets
-    its exact cosine in the other, so the result equals fusing over the union."""
-    import spyglass.query.compose as compose
+    its exact cosine in the other, and each cosine is standardised by the collection's
+    mean and spread (here every image: the sample is larger than the collection), not
+    by the union's: the depth picks the candidates, never their scores."""
+    import spyglass.query.fusion as fusion
 
-    monkeypatch.setattr(compose, "LATE_FUSION_DEPTH", 5)
+    monkeypatch.setattr(fusion, "FUSION_DEPTH", 5)
     image, text = image_term(5, 0.5), text_term(5, 0.5)
     ranking = rank_late_fusion(hand_made.context([image, text]), 5)
     by_image = hand_made.image.astype(np.float64) @ image.vectors["image"]
     by_text = hand_made.joint.astype(np.float64) @ text.vectors["joint"]
     union = sorted(set(np.argsort(-by_image)[:5]) | set(np.argsort(-by_text)[:5]))
-    fused = fuse_scores(by_image[union], by_text[union], 0.5)
+    z_image = (by_image - by_image.mean()) / by_image.std()
+    z_text = (by_text - by_text.mean()) / by_text.std()
+    fused = 0.5 * z_image[union] + 0.5 * z_text[union]
     expected = [union[i] for i in np.argsort(-fused)[:5]]
     assert ids(ranking) == expected
     np.testing.assert_allclose([s for _, s in ranking], np.sort(fused)[::-1][:5], atol=1e-4)
+    # Standardised over the union instead (the rule before), the scores differ.
+    by_union = 0.5 * (by_image[union] - by_image[union].mean()) / by_image[union].std()
+    by_union += 0.5 * (by_text[union] - by_text[union].mean()) / by_text[union].std()
+    assert not np.allclose(np.sort(by_union)[::-1][:5], np.sort(fused)[::-1][:5], atol=1e-3)
 
 
 # -- rules shared by every method -----------------------------------------------------------

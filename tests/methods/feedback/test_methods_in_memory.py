@@ -11,7 +11,7 @@ import pytest
 
 from spyglass.encoders.base import EncoderInfo
 from spyglass.errors import InvalidQuery
-from spyglass.query import feedback
+from spyglass.query import feedback, fusion
 from spyglass.query.methods import EmbeddedTerm, RankContext, get_method
 from spyglass.query.rerank import alpha_qe_scores, get_reranker
 from spyglass.store.index import Index
@@ -257,7 +257,7 @@ def test_fusion_scores_a_candidate_missing_from_one_list_by_its_exact_cosine(
     """The candidates are the union of two depth-5 lists; each part's cosine is
     standardised by its mean and spread over the collection (here every image: the
     sample is larger than the collection), not over the union."""
-    monkeypatch.setattr(feedback, "FUSION_DEPTH", 5)
+    monkeypatch.setattr(fusion, "FUSION_DEPTH", 5)
     text = vectors["joint"][10].astype(np.float64)
     image_query = vectors["image"][50].astype(np.float64)
     context = make_context(vectors)
@@ -265,7 +265,7 @@ def test_fusion_scores_a_candidate_missing_from_one_list_by_its_exact_cosine(
         ("image", image_query.astype(np.float32), 0.6),
         ("joint", text.astype(np.float32), 0.4),
     ]
-    ranking = feedback.fused_ranking(context, parts, 5)
+    ranking = fusion.fused_ranking(context, parts, 5)
     union = sorted(
         set(brute_force(vectors["image"], image_query, 5))
         | set(brute_force(vectors["joint"], text, 5))
