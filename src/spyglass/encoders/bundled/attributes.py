@@ -133,7 +133,13 @@ def pooled_lab(pixels: np.ndarray) -> np.ndarray:
     crop's sRGB pooled by :data:`POOL`."""
     rgb = np.asarray(pixels, np.float32)
     n, _, height, width = rgb.shape
-    pooled = rgb.reshape(n, 3, height // POOL, POOL, width // POOL, POOL).mean(axis=(3, 5))
+    # POOL x POOL means as sums of strided slices: numpy's mean over two non-adjacent
+    # short axes ran at a third of this speed (about 3 ms an image, a sixth of what
+    # the model itself costs).
+    across = rgb.reshape(n, 3, height, width // POOL, POOL)
+    columns = sum(across[..., i] for i in range(1, POOL)) + across[..., 0]
+    down = columns.reshape(n, 3, height // POOL, POOL, width // POOL)
+    pooled = (sum(down[:, :, :, i] for i in range(1, POOL)) + down[:, :, :, 0]) / (POOL * POOL)
     return srgb_to_lab(pooled.transpose(0, 2, 3, 1) * PIXEL_SCALE + PIXEL_MEAN)
 
 
@@ -157,16 +163,18 @@ def object_weights(lab: np.ndarray) -> np.ndarray:
 def colour_histogram(lab: np.ndarray) -> np.ndarray:
     """(n, h, w, 3) Lab (:func:`pooled_lab`) -> (n, len(PALETTE)) float32: each image's
     share of each colour term, object-weighted; rows sum to 1."""
-    flat = lab.reshape(len(lab), -1, 3)
+    # Colours on the middle axis, pixels last: the reductions over the 16 colours are
+    # then element-wise over long rows (reduced along a last axis of 16 they were slow).
+    channels = lab.reshape(len(lab), -1, 3).transpose(0, 2, 1)  # (n, 3, h*w)
     squared = (
-        (flat**2).sum(axis=-1, keepdims=True)
-        - 2 * flat @ PALETTE_LAB.T
-        + (PALETTE_LAB**2).sum(axis=-1)
-    )  # (n, h*w, colours)
-    votes = np.exp(-(squared - squared.min(axis=-1, keepdims=True)) / (2 * COLOUR_SPREAD**2))
-    votes /= votes.sum(axis=-1, keepdims=True)
-    weights = object_weights(lab).reshape(len(lab), -1)
-    return np.einsum("np,npc->nc", weights, votes).astype(np.float32)
+        (channels**2).sum(axis=1, keepdims=True)
+        - 2 * (PALETTE_LAB @ channels)
+        + (PALETTE_LAB**2).sum(axis=-1)[:, None]
+    )  # (n, colours, h*w)
+    votes = np.exp(-(squared - squared.min(axis=1, keepdims=True)) / (2 * COLOUR_SPREAD**2))
+    votes /= votes.sum(axis=1, keepdims=True)
+    weights = object_weights(lab).reshape(len(lab), -1, 1)
+    return (votes @ weights)[:, :, 0].astype(np.float32)
 
 
 def style_features(lab: np.ndarray) -> np.ndarray:
