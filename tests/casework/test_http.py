@@ -129,3 +129,21 @@ def test_a_search_that_cannot_be_audited_is_refused(
         engine.close()
     assert refused.status_code == 503
     assert "cannot open the audit log" in refused.text
+
+
+def test_a_saved_search_run_is_recorded_in_the_audit_log(
+    served: tuple[TestClient, Spyglass, Path],
+) -> None:
+    """Running a saved search is a search: the server's log has it, with the name, the
+    search as saved and the ids it returned, chained like every other entry."""
+    client, _, audit_log = served
+    saved = client.post("/api/saved?name=watches", json={"text": "a watch", "limit": 3})
+    assert saved.status_code == 201, saved.text
+    run = client.post("/api/saved/watches/run")
+    assert run.status_code == 200, run.text
+    entries = [json.loads(line) for line in audit_log.read_text().splitlines()]
+    assert [e["event"] for e in entries] == ["saved-search"]
+    (entry,) = entries
+    assert entry["query"]["name"] == "watches" and entry["query"]["new_only"] is False
+    assert entry["results"] == [r["id"] for r in run.json()["results"]]
+    assert verify_log(audit_log).intact

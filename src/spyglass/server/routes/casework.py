@@ -23,7 +23,7 @@ from spyglass.casework.saved import SavedSearches
 from spyglass.server.gate import MAX_PATH_LENGTH
 from spyglass.server.problems import ApiProblem, error_responses
 from spyglass.server.queries import build_query
-from spyglass.server.routes.search import result_item
+from spyglass.server.routes.search import client_of, result_item
 from spyglass.server.schemas import (
     DuplicateGroupItem,
     DuplicateMember,
@@ -226,15 +226,19 @@ def saved_run(
     with state.admission.slot(heavy=True):  # --new reads down the ranking: deep searches
         saved, items = store.run(name, state.engine.index, state.engine.run_recorded, new_only=new)
     spec = saved.search
-    results = [
-        result_item(
-            request,
-            state,
-            spec.offset + n + 1,
-            item if isinstance(item, CollapsedResult) else CollapsedResult(item),
-        )
-        for n, item in enumerate(items)
+    groups = [
+        item if isinstance(item, CollapsedResult) else CollapsedResult(item) for item in items
     ]
+    results = [
+        result_item(request, state, spec.offset + n + 1, group) for n, group in enumerate(groups)
+    ]
+    if state.audit is not None:  # a saved search's run is a search: the log has it too
+        state.audit.record(
+            "saved-search",
+            client=client_of(request, state),
+            query={"name": name, "new_only": new, **spec.to_json(copies=False)},
+            results=[g.result.image_id for g in groups],
+        )
     return SavedRunResponse(
         name=name,
         query=spec.describe(),
