@@ -554,6 +554,12 @@ class VerifyResponse(BaseModel):
     exit_status: int
     case_intact: bool = Field(description="Its digest matches its content (or it has none).")
     case_sealed: bool = Field(description="It carries a digest at all.")
+    seal_format: int | None = Field(
+        default=None,
+        description="The rule its digest matched: 2, SHA-256 of its RFC 8785 canonical "
+        "form (kept when the file is parsed and written again); 1, the rule of earlier "
+        "versions (Python's sorted-keys JSON). null: no digest matched.",
+    )
     same_results: bool
     results_checked: int
     result_changes: list[str] = Field(description="One sentence per rank that differs.")
