@@ -11,10 +11,11 @@ Two forms: JSON is complete, and carries ``digest``, the SHA-256 of its own cano
 form (RFC 8785, :mod:`spyglass.casework.canonical`: a client that parses the file and
 writes it again, as JavaScript does, keeps it), so that an edit made without
 recomputing it shows; a file sealed by the first form of the digest (Python's own
-canonical JSON, where ``1.0`` and ``1`` differ) still verifies, as seal format 1; CSV is flat, one row per
-result with the case's fields repeated, for spreadsheets. CSV cells that a spreadsheet
-would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
-return) are prefixed with ``'``: a file name or a query can be crafted to run one.
+canonical JSON, where ``1.0`` and ``1`` differ) still verifies, as seal format 1.
+CSV is flat, one row per result with the case's fields repeated, for spreadsheets.
+CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+``-``, ``@``, tab or carriage return) are prefixed with ``'``: a file name or a query
+can be crafted to run one.
 """
 
 from __future__ import annotations
