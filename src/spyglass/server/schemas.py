@@ -216,6 +216,12 @@ class QueryFields(Strict):
     filters: SearchFilters | NoNull = Field(
         default=None, description="Search only images with this metadata."
     )
+    sort: Literal["newest", "oldest"] | NoNull = Field(
+        default=None,
+        description="With filters and nothing to search for: list the kept images newest "
+        "(default) or oldest first by date, ties by id. Refused (400) with a text, an "
+        "image or marks, which are ordered by similarity.",
+    )
 
 
 class SearchRequest(QueryFields):
