@@ -122,7 +122,7 @@ def test_http_verify_refuses_an_unknown_filter_and_search_refuses_one(
         answer = client.post("/api/verify", json=document)
         assert answer.status_code == 400, (key, answer.text)
         error = answer.json()["error"]
-        assert error["code"] == "case-file-problem" and f"'{key}'" in error["message"]
+        assert error["code"] == "invalid-query" and f"'{key}'" in error["message"]
     body = {"text": "a watch", "filters": {"formats": ["jpeg"], "colour": "red"}}
     refused = client.post("/api/search", json=body)
     assert refused.status_code == 422 and "colour" in refused.text

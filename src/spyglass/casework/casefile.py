@@ -36,7 +36,7 @@ from spyglass.casework.canonical import canonical_json, legacy_canonical_json
 from spyglass.casework.digests import FileDigests, IndexState, file_digests, index_state
 from spyglass.casework.duplicates import CollapsedResult
 from spyglass.casework.queryspec import SearchSpec
-from spyglass.errors import CaseFileProblem, InvalidQuery
+from spyglass.errors import CaseFileProblem
 from spyglass.search import SearchResult
 from spyglass.store.index import Index
 
@@ -248,13 +248,9 @@ class CaseFile:
         recorded = document.pop("digest", None)
         seal_format = seal_format_of(document, recorded)
         try:
-            search = SearchSpec.from_json(document.get("search"))
-        except InvalidQuery as error:  # e.g. a filter this version does not know
-            raise CaseFileProblem(f"the case file's search cannot be run: {error}") from error
-        try:
             state = document["index_state"]
             return cls(
-                search=search,
+                search=SearchSpec.from_json(document["search"]),
                 description=str(document.get("query", "")),
                 searched_at=datetime.fromisoformat(document["searched_at"]),
                 index_folder=str(document["index"]),
