@@ -108,7 +108,8 @@ class SearchFilters(Strict):
     vector search, so a narrow filter still fills the page). An image's date is its
     EXIF capture time, else its oldest file's modification time (docs/casework.md,
     "Filters"). With filters and nothing to search for, the kept images are listed
-    newest first (``rank_score`` is then the date, in seconds since 1970)."""
+    newest first, or oldest with ``sort`` (``rank_score`` is then the date, in seconds
+    since 1970)."""
 
     under: list[ClientPath] = Field(
         default_factory=list,
@@ -152,7 +153,8 @@ class SearchFilters(Strict):
 
 class FacetsResponse(BaseModel):
     """Searchable images counted per value of each filter, most first (``years`` in
-    order, ``gps`` as ``yes``/``no``)."""
+    order, ``gps`` as ``yes``/``no``); with filters, each facet over the images the
+    other filters keep, ``total`` over those all of them keep."""
 
     total: int
     folders: dict[str, int] = Field(description="Folders just inside each indexed folder.")
