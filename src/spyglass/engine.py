@@ -17,7 +17,7 @@ from spyglass.encoders import DEFAULT_MODEL, Encoder, load_encoder, resolve_spec
 from spyglass.encoders.base import CountsTokens, mismatch_message
 from spyglass.errors import EncoderMismatch, InvalidQuery
 from spyglass.ingest.pipeline import Ingest, IngestReport, ProgressCallback
-from spyglass.query.filters import Facets, Filters, allowed_ids, count_facets
+from spyglass.query.filters import Facets, Filters, allowed_ids, count_facets, narrowed_facets
 from spyglass.query.terms import Query, TextTerm
 from spyglass.search import Searcher, SearchResult
 from spyglass.settings import IngestSettings, RuntimeSettings, VectorSearchSettings
@@ -167,9 +167,12 @@ class Spyglass:
         return len(allowed_ids(self.index.catalogue, filters))
 
     def facets(self, filters: Filters | None = None) -> Facets:
-        """Images counted per folder, format, camera, year and GPS (those ``filters``
-        keep, or all), for a filter panel."""
-        return count_facets(self.index.catalogue, filters)
+        """Images counted per folder, format, camera, year and GPS, for a filter panel:
+        with ``filters``, each facet over the images the *other* filters keep
+        (:func:`~spyglass.query.filters.narrowed_facets`); without, over all."""
+        if filters is None:
+            return count_facets(self.index.catalogue)
+        return narrowed_facets(self.index.catalogue, filters)
 
     def duplicates(
         self,

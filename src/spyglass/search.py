@@ -173,8 +173,14 @@ class Searcher:
     def _ranked(self, query: Query) -> tuple[RankContext, list[tuple[int, float]]]:
         if query.browsing:
             context = RankContext(self.index, self.encoder.info, [])
-            # Dates stand as rank scores: newest first, as browsing lists them.
-            return context, browse(self.index.catalogue, query.filters, query.offset + query.k)
+            # Dates stand as rank scores: newest first (or oldest), as browsing lists them.
+            listed = browse(
+                self.index.catalogue,
+                query.filters,
+                query.offset + query.k,
+                oldest_first=query.oldest_first,
+            )
+            return context, listed
         task = query.task
         method = get_method(query.method, task)
         size = collection_size(self.index)  # O(1): the default re-ranking depends on it

@@ -2,7 +2,10 @@
 
 One JSON object per line (JSON Lines). Each entry carries ``prev``, the ``hash`` of
 the entry before it (64 zeros for the first), and its own ``hash``: the SHA-256 of
-``prev`` and its canonical JSON without ``hash``. Editing, removing or reordering an
+``prev`` and its canonical JSON without ``hash`` (RFC 8785,
+:mod:`spyglass.casework.canonical`: a log shipper that parses and writes the lines
+again keeps it; entries hashed by the earlier rule, Python's sorted-keys JSON, still
+verify and are counted as format 1). Editing, removing or reordering an
 entry breaks the chain from there on; :func:`verify_log` names the first entry that
 does not hold. (Anyone who can write the file can also rewrite the whole chain from
 the edit on: keep a copy of the last hash elsewhere, or the file on write-once
@@ -29,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spyglass.casework.canonical import canonical_json, legacy_canonical_json
 from spyglass.errors import AuditUnavailable, CaseFileProblem
 
 GENESIS = "0" * 64
@@ -42,10 +46,17 @@ TORN_TAIL = 7
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
-    """The hash of an entry (``entry`` without its ``hash`` field, ``prev`` included)."""
+    """The hash of an entry (``entry`` without its ``hash`` field, ``prev`` included):
+    SHA-256 of its RFC 8785 canonical form."""
     body = {k: v for k, v in entry.items() if k != "hash"}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    return hashlib.sha256(canonical_json(body)).hexdigest()
+
+
+def legacy_entry_hash(entry: dict[str, Any]) -> str:
+    """The hash of an entry as the first audit logs took it (Python's sorted-keys JSON,
+    where ``1.0`` and ``1`` differ)."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    return hashlib.sha256(legacy_canonical_json(body)).hexdigest()
 
 
 class AuditLog:
@@ -158,6 +169,8 @@ class AuditCheck:
     problem: str = ""
     torn_tail: bool = False
     torn_bytes: int = 0
+    #: Entries whose hash is of the first rule (before hashes were canonical over numbers).
+    legacy_entries: int = 0
 
     @property
     def intact(self) -> bool:
@@ -174,6 +187,11 @@ class AuditCheck:
             found = [f"BROKEN: entry {self.first_bad} (line {self.first_bad}): {self.problem}"]
         else:
             found = [f"intact: {self.entries} entries, each chained to the one before"]
+            if self.legacy_entries:
+                found.append(
+                    f"{self.legacy_entries} of them sealed (format 1): hashed as earlier "
+                    "versions hashed entries"
+                )
         if self.torn_tail:
             found.append(
                 f"the last line is incomplete ({self.torn_bytes} bytes, no newline): a write "
@@ -195,31 +213,44 @@ def verify_log(path: str | Path) -> AuditCheck:
     lines = data.split(b"\n")
     torn = lines.pop()  # after the last newline: empty unless the last line is torn
     previous = GENESIS
+    legacy = 0
     for number, raw in enumerate(lines, start=1):
-        problem = _entry_problem(raw, number, previous)
+        problem, format_1 = _entry_problem(raw, number, previous)
         if problem:
-            return AuditCheck(number - 1, number, problem, bool(torn), len(torn))
+            return AuditCheck(number - 1, number, problem, bool(torn), len(torn), legacy)
+        legacy += format_1
         previous = json.loads(raw)["hash"]
-    return AuditCheck(len(lines), torn_tail=bool(torn), torn_bytes=len(torn))
+    return AuditCheck(len(lines), torn_tail=bool(torn), torn_bytes=len(torn), legacy_entries=legacy)
 
 
-def _entry_problem(raw: bytes, number: int, previous: str) -> str:
+def _entry_problem(raw: bytes, number: int, previous: str) -> tuple[str, bool]:
+    """What is wrong with an entry ("" for nothing), and whether its hash is of the
+    first rule (format 1)."""
     try:
         entry = json.loads(raw)
     except ValueError:
-        return "not a JSON object (the line was altered)"
+        return "not a JSON object (the line was altered)", False
     if not isinstance(entry, dict) or not {"seq", "prev", "hash"} <= set(entry):
-        return "not an audit entry (no seq, prev or hash)"
+        return "not an audit entry (no seq, prev or hash)", False
     if entry["seq"] != number:
-        return f"sequence number {entry['seq']} where {number} was due (entries removed or moved)"
+        return (
+            f"sequence number {entry['seq']} where {number} was due (entries removed or moved)",
+            False,
+        )
     if entry["prev"] != previous:
         return (
             "its link to the entry before does not match (an entry before it was removed "
-            "or replaced)"
+            "or replaced)",
+            False,
         )
-    if entry_hash(entry) != entry["hash"]:
-        return "its content does not match its hash (the entry was edited)"
-    return ""
+    try:
+        if entry_hash(entry) == entry["hash"]:
+            return "", False
+    except ValueError:  # NaN, or a number no double holds: no log writes one
+        pass
+    if legacy_entry_hash(entry) == entry["hash"]:
+        return "", True
+    return "its content does not match its hash (the entry was edited)", False
 
 
 def client_of_cli() -> str:

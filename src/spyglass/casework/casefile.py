@@ -8,10 +8,14 @@ rank, score, mark (``good``, ``bad`` or none), path and the SHA-256 and MD5 of i
 as read at export. ``spyglass verify`` runs it again (:mod:`spyglass.casework.verify`).
 
 Two forms: JSON is complete, and carries ``digest``, the SHA-256 of its own canonical
-form, so that an edit made without recomputing it shows; CSV is flat, one row per
-result with the case's fields repeated, for spreadsheets. CSV cells that a spreadsheet
-would run as a formula (starting with ``=``, ``+``, ``-``, ``@``, tab or carriage
-return) are prefixed with ``'``: a file name or a query can be crafted to run one.
+form (RFC 8785, :mod:`spyglass.casework.canonical`: a client that parses the file and
+writes it again, as JavaScript does, keeps it), so that an edit made without
+recomputing it shows; a file sealed by the first form of the digest (Python's own
+canonical JSON, where ``1.0`` and ``1`` differ) still verifies, as seal format 1.
+CSV is flat, one row per result with the case's fields repeated, for spreadsheets.
+CSV cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+``-``, ``@``, tab or carriage return) are prefixed with ``'``: a file name or a query
+can be crafted to run one.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spyglass.casework.canonical import canonical_json, legacy_canonical_json
 from spyglass.casework.digests import FileDigests, IndexState, file_digests, index_state
 from spyglass.casework.duplicates import CollapsedResult
 from spyglass.casework.queryspec import SearchSpec
@@ -37,6 +42,10 @@ from spyglass.store.index import Index
 
 #: Bumped when a field changes meaning; readers refuse versions they do not know.
 CASE_FILE_VERSION = 1
+#: How ``digest`` is taken: 2, SHA-256 of the RFC 8785 canonical form; 1, of Python's
+#: sorted-keys ``json.dumps`` (files exported before; still accepted on reading).
+SEAL_FORMAT = 2
+LEGACY_SEAL_FORMAT = 1
 CSV_COLUMNS = (
     "rank",
     "score",
@@ -183,6 +192,9 @@ class CaseFile:
     intact: bool = field(default=True, compare=False)
     #: Whether a read JSON case file carried a digest at all.
     sealed: bool = field(default=True, compare=False)
+    #: The rule its matching digest was taken by: SEAL_FORMAT, or 1 for a file sealed
+    #: before digests were canonical over numbers (None: no digest matched).
+    seal_format: int | None = field(default=SEAL_FORMAT, compare=False)
 
     @property
     def model(self) -> str:
@@ -234,7 +246,7 @@ class CaseFile:
                 f"spyglass reads ({CASE_FILE_VERSION})"
             )
         recorded = document.pop("digest", None)
-        intact = recorded == content_digest(document)
+        seal_format = seal_format_of(document, recorded)
         try:
             state = document["index_state"]
             return cls(
@@ -252,8 +264,9 @@ class CaseFile:
                 tool_version=str(document["tool"]["version"]),
                 results=tuple(CaseResult.from_json(r) for r in document["results"]),
                 request=document.get("request"),
-                intact=intact,
+                intact=seal_format is not None,
                 sealed=recorded is not None,
+                seal_format=seal_format,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise CaseFileProblem(f"not a case file: {type(error).__name__} {error}") from error
@@ -301,9 +314,30 @@ class CaseFile:
 
 
 def content_digest(document: dict[str, Any]) -> str:
-    """SHA-256 of the canonical JSON form of ``document`` (sorted keys, no spaces)."""
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+    """SHA-256 of the RFC 8785 canonical form of ``document``: the same for any text
+    that holds the same values (key order, spaces, ``1.0`` or ``1``)."""
+    try:
+        canonical = canonical_json(document)
+    except ValueError as error:  # NaN, or a number no double holds: no case file has one
+        raise CaseFileProblem(f"not a case file: {error}") from error
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def legacy_content_digest(document: dict[str, Any]) -> str:
+    """The digest of seal format 1: SHA-256 of Python's sorted-keys ``json.dumps``."""
+    return "sha256:" + hashlib.sha256(legacy_canonical_json(document)).hexdigest()
+
+
+def seal_format_of(document: dict[str, Any], recorded: Any) -> int | None:
+    """The seal format whose digest of ``document`` (without its digest) is
+    ``recorded``; None when neither is (edited, or no digest)."""
+    if recorded is None:
+        return None
+    if recorded == content_digest(document):
+        return SEAL_FORMAT
+    if recorded == legacy_content_digest(document):
+        return LEGACY_SEAL_FORMAT
+    return None
 
 
 def make_case_file(

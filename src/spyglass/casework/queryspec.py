@@ -21,7 +21,7 @@ from spyglass.casework.duplicates import DuplicateRule
 from spyglass.errors import InvalidQuery
 from spyglass.images import Region, read_image_file
 from spyglass.query.filters import Filters
-from spyglass.query.terms import ImageTerm, Query, Term, TextTerm, check_region
+from spyglass.query.terms import BROWSE_ORDERS, ImageTerm, Query, Term, TextTerm, check_region
 from spyglass.store.index import Index
 
 ImageKind = Literal["indexed", "file", "upload"]
@@ -91,6 +91,8 @@ class SearchSpec:
     #: Near-duplicates collapsed to their best member, by this rule (None: not).
     collapse: DuplicateRule | None = None
     filters: dict[str, Any] = field(default_factory=dict)
+    #: A browse's order by date (``newest`` or ``oldest``); None: the default, newest.
+    sort: str | None = None
 
     def to_query(self) -> Query:
         terms: list[Term] = [
@@ -107,6 +109,7 @@ class SearchSpec:
             negatives=self.negatives,
             rerank=self.rerank,
             filters=Filters.from_json(self.filters),
+            sort=self.sort,
         )
 
     def marks(self) -> dict[int, str]:
@@ -137,6 +140,8 @@ class SearchSpec:
             words.append("near-duplicates collapsed")
         if self.filters:
             words.append("filtered: " + Filters.from_json(self.filters).describe())
+        if self.sort == "oldest":
+            words.append("oldest first")
         return " · ".join(words) or "feedback only"
 
     def to_json(self, *, copies: bool = True) -> dict[str, Any]:
@@ -152,11 +157,17 @@ class SearchSpec:
             "marks": {"good": list(self.positives), "bad": list(self.negatives)},
             "collapse_duplicates": None if self.collapse is None else _rule_json(self.collapse),
             "filters": dict(self.filters),
+            "sort": self.sort,
         }
 
     @classmethod
     def from_json(cls, document: Any) -> SearchSpec:
-        """Raises :class:`InvalidQuery` for anything that is not a recorded search."""
+        """Raises :class:`InvalidQuery` for anything that is not a recorded search, and
+        for one holding a field (or a filter) this version does not know: run without
+        it, the search would not be the one recorded."""
+        if not isinstance(document, dict):
+            raise InvalidQuery("not a recorded search: it is not a JSON object")
+        _refuse_unknown(document, _SPEC_FIELDS, "the recorded search")
         try:
             marks = document.get("marks") or {}
             collapse = document.get("collapse_duplicates")
@@ -172,9 +183,17 @@ class SearchSpec:
                 negatives=tuple(int(i) for i in marks.get("bad", ())),
                 collapse=None if collapse is None else DuplicateRule(**collapse),
                 filters=dict(document.get("filters") or {}),
+                sort=None if document.get("sort") is None else str(document["sort"]),
             )
+            _refuse_unknown(marks, _MARK_FIELDS, "the recorded search's marks")
         except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as error:
             raise InvalidQuery(f"not a recorded search: {error}") from error
+        Filters.from_json(spec.filters)  # an unknown filter is refused here, not ignored
+        if spec.sort is not None and spec.sort not in BROWSE_ORDERS:
+            raise InvalidQuery(
+                f"the recorded search sorts by {spec.sort!r}, which this version of Spyglass "
+                f"does not know (known: {', '.join(BROWSE_ORDERS)})"
+            )
         if not (1 <= spec.k <= MAX_RECORDED_K and 0 <= spec.offset <= MAX_RECORDED_OFFSET):
             # A search allocates k rows before it looks at the index: a forged k of 10^12
             # would ask for terabytes.
@@ -209,6 +228,7 @@ def record_query(
         negatives=query.negatives,
         collapse=collapse,
         filters=query.filters.to_json(),
+        sort=query.sort,
     )
 
 
@@ -268,8 +288,11 @@ def _term_json(term: RecordedTerm, copies: bool) -> dict[str, Any]:
 def _term_from_json(document: dict[str, Any]) -> RecordedTerm:
     weight = float(document.get("weight", 1.0))
     if "text" in document:
+        _refuse_unknown(document, _TEXT_TERM_FIELDS, "a recorded text term")
         return RecordedText(str(document["text"]), weight)
+    _refuse_unknown(document, _IMAGE_TERM_FIELDS, "a recorded image term")
     image = document["image"]
+    _refuse_unknown(image, _IMAGE_FIELDS, "a recorded query image")
     kind = image["kind"]
     if kind not in ("indexed", "file", "upload"):
         raise ValueError(f"unknown image kind {kind!r}")
@@ -285,6 +308,38 @@ def _term_from_json(document: dict[str, Any]) -> RecordedTerm:
         region=None if region is None else check_region(region),
         data=None if copy is None else base64.b64decode(copy, validate=True),
     )
+
+
+#: The fields :meth:`SearchSpec.to_json` writes, at each level; a reader refuses others.
+_SPEC_FIELDS = frozenset(
+    {
+        "terms",
+        "k",
+        "offset",
+        "min_score",
+        "method",
+        "rerank",
+        "marks",
+        "collapse_duplicates",
+        "filters",
+        "sort",
+    }
+)
+_MARK_FIELDS = frozenset({"good", "bad"})
+_TEXT_TERM_FIELDS = frozenset({"text", "weight"})
+_IMAGE_TERM_FIELDS = frozenset({"image", "weight"})
+_IMAGE_FIELDS = frozenset({"kind", "sha256", "image_id", "path", "region", "copy", "copy_bytes"})
+
+
+def _refuse_unknown(document: Any, known: frozenset[str], what: str) -> None:
+    if not isinstance(document, dict):
+        raise InvalidQuery(f"not a recorded search: {what} is not a JSON object")
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InvalidQuery(
+            f"{what} holds {', '.join(map(repr, unknown))}, which this version of Spyglass "
+            f"does not know: the search is not run without it (known: {', '.join(sorted(known))})"
+        )
 
 
 def _rule_json(rule: DuplicateRule) -> dict[str, Any]:

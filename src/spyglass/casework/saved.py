@@ -142,6 +142,8 @@ class SavedSearches:
             raise InvalidQuery(
                 f"saved search {name!r} in {self.path} is damaged: {error}"
             ) from error
+        except InvalidQuery as error:  # e.g. a filter this version does not know
+            raise InvalidQuery(f"saved search {name!r} in {self.path}: {error}") from error
 
     def _read(self) -> dict[str, Any]:
         try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spyglass.casework.casefile import CaseFile, CaseResult
+from spyglass.casework.casefile import LEGACY_SEAL_FORMAT, SEAL_FORMAT, CaseFile, CaseResult
 from spyglass.casework.digests import IndexState, file_digests, index_state
 from spyglass.errors import QueryError
 
@@ -82,6 +82,9 @@ class Verification:
     model_now: str
     #: Why the search could not be run again (an image id the index no longer has...).
     rerun_problem: str | None = None
+    #: The seal format its digest matched (casefile.SEAL_FORMAT, or 1: an export of an
+    #: earlier version); None when it matched none or there is none.
+    seal_format: int | None = SEAL_FORMAT
 
     @property
     def same_results(self) -> bool:
@@ -120,6 +123,11 @@ class Verification:
             )
         elif not self.case_intact:
             lines.append("the case file was edited after export (its digest does not match)")
+        elif self.seal_format == LEGACY_SEAL_FORMAT:
+            lines.append(
+                "the case file is sealed (format 1): its digest, as earlier versions took it, "
+                "matches; a copy written again by another program (1.0 as 1) would not"
+            )
         if self.rerun_problem is not None:
             lines.append(f"the search cannot be run again: {self.rerun_problem}")
         if self.model_then != self.model_now:
@@ -141,6 +149,7 @@ class Verification:
             "verified": self.ok,
             "exit_status": self.exit_status,
             "case_intact": self.case_intact,
+            "seal_format": self.seal_format,
             "same_results": self.same_results,
             "results_checked": self.results_checked,
             "result_changes": [c.describe() for c in self.result_changes],
@@ -197,6 +206,7 @@ def verify_case(
         model_then=case.model,
         model_now=f"{info.name} {info.version}",
         rerun_problem=problem,
+        seal_format=case.seal_format,
     )
 
 

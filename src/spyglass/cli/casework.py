@@ -29,6 +29,7 @@ from spyglass.cli.options import (
     index_option,
     memory_budget_option,
     runtime_settings,
+    sort_option,
     vector_search_settings,
 )
 from spyglass.cli.searching import build_terms, marked_image_id, parse_region, print_results
@@ -282,6 +283,7 @@ def saved_group() -> None:
 @click.option("--collapse-duplicates", is_flag=True, help="Collapse near-duplicates.")
 @click.option("--replace", "replace_existing", is_flag=True, help="Overwrite a search of NAME.")
 @filter_options
+@sort_option
 @device_option
 def saved_save_command(
     name: str,
@@ -302,6 +304,7 @@ def saved_save_command(
     replace_existing: bool,
     device: str | None,
     filters: Filters,
+    sort: str | None = None,
 ) -> None:
     """Save a search as NAME (the options are those of `spyglass search`)."""
     terms = build_terms(
@@ -317,6 +320,7 @@ def saved_save_command(
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
             filters=filters,
+            sort=sort,
         )
         spec = engine.record(query, DuplicateRule() if collapse_duplicates else None)
         SavedSearches(engine.index.folder).save(name, spec, replace_existing=replace_existing)

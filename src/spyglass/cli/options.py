@@ -181,3 +181,14 @@ def filter_options(function: F) -> F:
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper  # type: ignore[return-value]
+
+
+def sort_option(function: F) -> F:
+    """``--sort newest|oldest``: the order of a filters-only browse (by date)."""
+    return click.option(
+        "--sort",
+        type=click.Choice(["newest", "oldest"]),
+        default=None,
+        help="With filters and no query: list the images newest (default) or oldest "
+        "first, by date (ties by id). Refused with a query, which is ordered by similarity.",
+    )(function)

@@ -15,6 +15,7 @@ from spyglass.cli.options import (
     memory_budget_option,
     model_option,
     runtime_settings,
+    sort_option,
     vector_search_settings,
 )
 from spyglass.engine import Spyglass
@@ -181,6 +182,7 @@ def parse_region(value: str | None) -> tuple[float, float, float, float] | None:
     "chained to the one before by SHA-256; check it with `spyglass audit verify`).",
 )
 @filter_options
+@sort_option
 @model_option
 @device_option
 @memory_budget_option
@@ -208,9 +210,10 @@ def search_command(
     device: str | None,
     memory_budget: int | None,
     filters: Filters,
+    sort: str | None = None,
 ) -> None:
     """Search by TEXT, by --image, or both; with filters alone, list the images they
-    keep, newest first.
+    keep, newest first (--sort oldest: oldest first).
 
     TEXT may combine weighted terms, rclip style: "2:golden retriever" + ./pool.jpg - fruit
 
@@ -243,6 +246,7 @@ def search_command(
             negatives=tuple(marked_image_id(engine, m) for m in bad),
             rerank=rerank,
             filters=filters,
+            sort=sort,
         )
         for note in engine.query_notes(query):
             click.echo(f"note: {note}", err=True)

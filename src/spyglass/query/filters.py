@@ -18,7 +18,7 @@ from __future__ import annotations
 import calendar
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,11 @@ FORMAT_NAMES = {name.lower(): name for name in DECODED_FORMATS} | {
     "tif": "TIFF",
     "jp2": "JPEG2000",
 }
+
+#: The keys :meth:`Filters.to_json` writes; :meth:`Filters.from_json` refuses any other.
+RECORDED_FILTER_KEYS = frozenset(
+    {"under", "after", "before_exclusive", "camera", "has_gps", "formats", "min_size"}
+)
 
 _DATE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{1,2})(?:-(?P<d>\d{1,2})"
@@ -139,6 +144,15 @@ class Filters:
             return cls()
         if not isinstance(document, dict):
             raise InvalidQuery("filters must be an object")
+        unknown = sorted(set(document) - RECORDED_FILTER_KEYS)
+        if unknown:
+            # A search recorded by a newer version, or edited: run without the filter,
+            # it would return images the filter was there to keep out.
+            raise InvalidQuery(
+                f"the recorded filters hold {', '.join(map(repr, unknown))}, which this "
+                "version of Spyglass does not know: the search is not run without it "
+                f"(known: {', '.join(sorted(RECORDED_FILTER_KEYS))})"
+            )
         try:
             before = document.get("before_exclusive")
             width, height = parse_size(document["min_size"]) if "min_size" in document else (0, 0)
@@ -365,7 +379,48 @@ class Facets:
 def count_facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets:
     """Counts over the images ``filters`` keep (all live images without). The folder
     counts read every file's path: O(files), a second or so per million."""
-    where, args = _where(filters or Filters())
+    kept = filters or Filters()
+    where, args = _where(kept)
+    total = int(
+        catalogue.execute(f"SELECT COUNT(*) FROM {_source(catalogue)} WHERE {where}", args)[0][0]
+    )
+    return Facets(total, **{facet: _facet_counts(catalogue, kept, facet) for facet in FACET_OWN})
+
+
+#: Each facet, and the fields of :class:`Filters` that choosing its values sets.
+FACET_OWN: dict[str, tuple[str, ...]] = {
+    "folders": ("under",),
+    "formats": ("formats",),
+    "cameras": ("camera",),
+    "years": ("after", "before"),
+    "gps": ("has_gps",),
+}
+
+
+def narrowed_facets(catalogue: Catalogue, filters: Filters) -> Facets:
+    """Counts for a filter panel with ``filters`` set, by the usual faceted-search
+    rule: each facet's counts are over the images the *other* filters keep (what
+    choosing one of its values would give), so a facet's own choice never zeroes its
+    siblings; ``total`` is over the images all of them keep. Without filters, the
+    same as :func:`count_facets`."""
+    if filters.empty:
+        return count_facets(catalogue)
+    where, args = _where(filters)
+    total = int(
+        catalogue.execute(f"SELECT COUNT(*) FROM {_source(catalogue)} WHERE {where}", args)[0][0]
+    )
+    unset = Filters()
+    counts = {}
+    for facet, own in FACET_OWN.items():
+        others = replace(filters, **{name: getattr(unset, name) for name in own})
+        counts[facet] = _facet_counts(catalogue, others, facet)
+    return Facets(total, **counts)
+
+
+def _facet_counts(catalogue: Catalogue, filters: Filters, facet: str) -> dict[str, int]:
+    """One facet's counts over the images ``filters`` keep, most first (``years`` in
+    order, ``gps`` as yes/no)."""
+    where, args = _where(filters)
     source = _source(catalogue)
 
     def grouped(expression: str) -> dict[str, int]:
@@ -376,22 +431,20 @@ def count_facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets
         )
         return {str(v): int(n) for v, n in rows}
 
-    total = int(catalogue.execute(f"SELECT COUNT(*) FROM {source} WHERE {where}", args)[0][0])
-    camera = "NULLIF(TRIM(COALESCE(m.make, '') || ' ' || COALESCE(m.model, '')), '')"
-    with_gps = grouped("CASE WHEN m.latitude IS NULL THEN 'no' ELSE 'yes' END")
+    if facet == "formats":
+        return grouped("i.format")
+    if facet == "cameras":
+        return grouped("NULLIF(TRIM(COALESCE(m.make, '') || ' ' || COALESCE(m.model, '')), '')")
+    if facet == "years":
+        return dict(sorted(grouped(f"strftime('%Y', {DATE_SQL}, 'unixepoch')").items()))
+    if facet == "gps":
+        with_gps = grouped("CASE WHEN m.latitude IS NULL THEN 'no' ELSE 'yes' END")
+        return {"yes": with_gps.get("yes", 0), "no": with_gps.get("no", 0)}
     roots = sorted(catalogue.roots(), key=len, reverse=True)
     folders: Counter[str] = Counter()
-    for image_id, paths in _paths_by_image(catalogue, source, where, args).items():
-        del image_id
+    for paths in _paths_by_image(catalogue, source, where, args).values():
         folders.update({top_folder(path, roots) for path in paths})
-    return Facets(
-        total=total,
-        folders=dict(sorted(folders.items(), key=lambda item: (-item[1], item[0]))),
-        formats=grouped("i.format"),
-        cameras=grouped(camera),
-        years=dict(sorted(grouped(f"strftime('%Y', {DATE_SQL}, 'unixepoch')").items())),
-        gps={"yes": with_gps.get("yes", 0), "no": with_gps.get("no", 0)},
-    )
+    return dict(sorted(folders.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _paths_by_image(

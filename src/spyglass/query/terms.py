@@ -51,6 +51,8 @@ class ImageTerm:
 
 
 Term = TextTerm | ImageTerm
+#: How a browse may be ordered (by date), the default first.
+BROWSE_ORDERS = ("newest", "oldest")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,10 @@ class Query:
     #: Metadata filters: only images they keep are searched. With filters and no terms
     #: or marks, the query browses the kept images by date (:attr:`browsing`).
     filters: Filters = field(default_factory=Filters)
+    #: The order of a browse (:attr:`browsing`): ``newest`` (None: the default) or
+    #: ``oldest`` first by date, ties by id. A search by terms or marks is ordered by
+    #: similarity: a sort given with one is refused, not ignored.
+    sort: str | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -86,6 +92,14 @@ class Query:
             )
         if self.terms and not any(t.weight > 0 for t in self.terms) and not self.positives:
             raise InvalidQuery("a query needs at least one term with a positive weight")
+        if self.sort is not None:
+            if self.sort not in BROWSE_ORDERS:
+                raise InvalidQuery(f"sort: {self.sort!r} is not one of {', '.join(BROWSE_ORDERS)}")
+            if not self.browsing:
+                raise InvalidQuery(
+                    "sort orders filters-only browsing by date: a search by text, image or "
+                    "marks is ordered by similarity (leave sort out)"
+                )
         both = sorted(set(self.positives) & set(self.negatives))
         if both:
             listed = ", ".join(f"#{i}" for i in both[:5]) + (" ..." if len(both) > 5 else "")
@@ -93,8 +107,13 @@ class Query:
 
     @property
     def browsing(self) -> bool:
-        """Filters alone: the kept images listed by date, newest first."""
+        """Filters alone: the kept images listed by date, newest first (or oldest,
+        :attr:`sort`)."""
         return not self.terms and not self.positives and not self.negatives
+
+    @property
+    def oldest_first(self) -> bool:
+        return self.sort == "oldest"
 
     @property
     def texts(self) -> list[TextTerm]:

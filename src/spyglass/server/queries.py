@@ -90,6 +90,8 @@ def build_query(
     filters = Filters() if request.filters is None else request.filters.to_filters()
     if not filters.empty:
         words.append(("" if terms or request.positives else "browsing ") + filters.describe())
+    if request.sort == "oldest":
+        words.append("oldest first")
 
     query = Query(
         tuple(terms),
@@ -101,6 +103,7 @@ def build_query(
         negatives=tuple(dict.fromkeys(request.negatives)),
         rerank=request.rerank,
         filters=filters,
+        sort=request.sort,
     )
     return BuiltQuery(query, " · ".join(words) or "feedback only")
 

@@ -108,7 +108,8 @@ class SearchFilters(Strict):
     vector search, so a narrow filter still fills the page). An image's date is its
     EXIF capture time, else its oldest file's modification time (docs/casework.md,
     "Filters"). With filters and nothing to search for, the kept images are listed
-    newest first (``rank_score`` is then the date, in seconds since 1970)."""
+    newest first, or oldest with ``sort`` (``rank_score`` is then the date, in seconds
+    since 1970)."""
 
     under: list[ClientPath] = Field(
         default_factory=list,
@@ -152,7 +153,8 @@ class SearchFilters(Strict):
 
 class FacetsResponse(BaseModel):
     """Searchable images counted per value of each filter, most first (``years`` in
-    order, ``gps`` as ``yes``/``no``)."""
+    order, ``gps`` as ``yes``/``no``); with filters, each facet over the images the
+    other filters keep, ``total`` over those all of them keep."""
 
     total: int
     folders: dict[str, int] = Field(description="Folders just inside each indexed folder.")
@@ -215,6 +217,12 @@ class QueryFields(Strict):
     )
     filters: SearchFilters | NoNull = Field(
         default=None, description="Search only images with this metadata."
+    )
+    sort: Literal["newest", "oldest"] | NoNull = Field(
+        default=None,
+        description="With filters and nothing to search for: list the kept images newest "
+        "(default) or oldest first by date, ties by id. Refused (400) with a text, an "
+        "image or marks, which are ordered by similarity.",
     )
 
 
@@ -554,6 +562,12 @@ class VerifyResponse(BaseModel):
     exit_status: int
     case_intact: bool = Field(description="Its digest matches its content (or it has none).")
     case_sealed: bool = Field(description="It carries a digest at all.")
+    seal_format: int | None = Field(
+        default=None,
+        description="The rule its digest matched: 2, SHA-256 of its RFC 8785 canonical "
+        "form (kept when the file is parsed and written again); 1, the rule of earlier "
+        "versions (Python's sorted-keys JSON). null: no digest matched.",
+    )
     same_results: bool
     results_checked: int
     result_changes: list[str] = Field(description="One sentence per rank that differs.")

@@ -51,8 +51,9 @@ export async function postJSON(path, body, options = {}) {
   return (await request("POST", path, { ...options, json: body })).json();
 }
 
-/** POST JSON as the text it is, not parsed and written again: a case file's digest is
- * of its exact numbers, and JavaScript would write 1.0 back as 1. */
+/** POST JSON as the text it is, not parsed and written again: a case file sealed by an
+ * earlier version (seal format 1) has a digest of its exact numbers, and JavaScript
+ * would write 1.0 back as 1. */
 export async function postJSONText(path, text) {
   const headers = { "Content-Type": "application/json" };
   return (await request("POST", path, { form: text, headers })).json();

@@ -253,7 +253,7 @@ export class CaseFileCheck {
       rows.push(dt, dd);
     };
     if (!found.case_sealed) row("Case file", "not sealed (it has no digest: edits to it cannot be seen)", "warn");
-    else if (found.case_intact) row("Case file", "sealed, unchanged since it was exported", "good");
+    else if (found.case_intact) row("Case file", `sealed${found.seal_format === 1 ? " (format 1)" : ""}, unchanged since it was exported`, "good");
     else row("Case file", "edited since it was exported (its digest does not match its content)", "bad");
     if (found.rerun_problem) row("Results", `not searched again: ${found.rerun_problem}`, "bad");
     else if (found.same_results) row("Results", `the same ${found.results_checked} results come back`, "good");

@@ -1,7 +1,9 @@
 // The filter panel: facets with counts (GET /api/facets) to click, and date and size
 // fields, turned into the search request's `filters` object. Values of one facet
 // combine with "or" (any of these folders, formats or years), facets with "and". An
-// image's date is its EXIF capture time, else its file's time.
+// image's date is its EXIF capture time, else its file's time. With filters set, each
+// facet's counts are over the images the other filters keep (what choosing a value
+// would give): the panel asks for them again whenever the filters change.
 
 const FACETS = [
   ["folders", "Folder"],
@@ -39,8 +41,12 @@ export class FilterPanel {
     this.facets = facets;
     const sections = [];
     for (const [name, title] of FACETS) {
-      const entries = Object.entries(facets[name] || {}).filter(([, count]) => count > 0);
-      if (!entries.length || (name === "gps" && entries.length < 2 && !facets.gps.yes)) continue;
+      const chosen = this.chosen.get(name);
+      const counts = { ...(facets[name] || {}) };
+      // A chosen value stays to be taken off, even where the other filters leave it none.
+      for (const value of chosen) if (!(value in counts)) counts[value] = 0;
+      const entries = Object.entries(counts).filter(([value, count]) => count > 0 || chosen.has(value));
+      if (!entries.length || (name === "gps" && entries.length < 2 && !facets.gps.yes && !chosen.size)) continue;
       const section = document.createElement("div");
       section.className = "facet";
       section.dataset.facet = name;
@@ -111,6 +117,17 @@ export class FilterPanel {
     const minSize = this.fields.minSize.value.trim();
     if (minSize) filters.min_size = minSize;
     return Object.keys(filters).length ? filters : undefined;
+  }
+
+  /** The filters as GET /api/facets's query parameters ("" for none). */
+  facetQuery() {
+    const filters = this.current();
+    if (!filters) return "";
+    const query = new URLSearchParams();
+    for (const [key, value] of Object.entries(filters)) {
+      for (const one of Array.isArray(value) ? value : [value]) query.append(key, String(one));
+    }
+    return `?${query}`;
   }
 
   /** How many filters are set, for the panel's heading. */

@@ -168,6 +168,10 @@ function buildRequest() {
   if (source && source.kind === "upload" && source.uploadId) body.upload_id = source.uploadId;
   if (source && source.kind === "id") body.image_id = source.id;
   if (queryImage.region) body.region = queryImage.region;
+  // The order by date is a browse's (filters, no query); a query is ordered by similarity.
+  const browsing = isBrowse(body);
+  $("filter-sort-field").hidden = !browsing;
+  if (browsing && $("filter-sort").value === "oldest") body.sort = "oldest";
   return body;
 }
 
@@ -245,6 +249,10 @@ function undoClearedMarks() {
   search({ body: undo.request });
 }
 
+function isBrowse(body) {
+  return !body.text && body.upload_id === undefined && body.image_id === undefined && !body.positives.length && !body.negatives.length;
+}
+
 function describeEmpty(body) {
   return (
     !body.text && body.upload_id === undefined && body.image_id === undefined && body.positives.length === 0 && !body.filters
@@ -286,8 +294,10 @@ function searchByImage(id) {
 const filterPanel = new FilterPanel(
   $("facets"),
   { after: $("filter-after"), before: $("filter-before"), minSize: $("filter-min-size"), clear: $("filters-clear") },
-  // Filters narrow the same query (marks stay); with no query they browse.
+  // Filters narrow the same query (marks stay); with no query they browse. The
+  // facets' counts follow them.
   () => {
+    loadFacets();
     if (filterPanel.current() || (state.request && !describeEmpty({ ...state.request, filters: undefined }))) {
       search({ keepMarks: true });
     } else if (state.request) {
@@ -302,13 +312,24 @@ const filterPanel = new FilterPanel(
   },
 );
 
+let facetsAsked = 0;
+
+/** The facets' counts for the filters set now (a later call's answer wins). */
 async function loadFacets() {
+  const asked = ++facetsAsked;
+  const query = filterPanel.facetQuery();
   try {
-    filterPanel.show(await api.getJSON("/api/facets"));
+    const facets = await api.getJSON(`/api/facets${query}`);
+    if (asked === facetsAsked) filterPanel.show(facets);
   } catch (error) {
-    showError(error);
+    // A bad typed date is told by the search it starts; the counts stay as they were.
+    if (!query) showError(error);
   }
 }
+
+$("filter-sort").addEventListener("change", () => {
+  if (state.request && isBrowse(state.request)) search({ keepMarks: true });
+});
 
 // -- searching -----------------------------------------------------------------------
 
