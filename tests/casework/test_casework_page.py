@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from spyglass.casework.saved import SavedSearches
 from spyglass.encoders import Encoder
@@ -24,40 +22,34 @@ from spyglass.engine import Spyglass
 from spyglass.server import ServerSettings, create_app
 from spyglass.store.index import Index
 
-from ..server.browser.conftest import page, page_errors, screenshot  # noqa: F401
+from ..server.browser.conftest import (  # noqa: F401
+    browser,
+    page,
+    page_errors,
+    screenshot,
+)
 from ..server.browser.test_page import searches, tiles, until, wait_for_search
-from ..server.conftest import free_port
+from ..server.conftest import served_in_thread
 from .conftest import CLASSES, EditedCollection, image_id
 from .test_casework_http import next_sunflower
-from .test_page import browser, served_page  # noqa: F401
+from .test_page import served_page  # noqa: F401
 
 
 @contextmanager
 def serving(folder: Path, bundled: Encoder) -> Iterator[tuple[str, Spyglass]]:
     """The app over the index in ``folder``, served by uvicorn in a thread; it sees
     images indexed meanwhile at once (refresh_seconds=0)."""
-    engine = Spyglass(bundled, Index.open(folder))
-    port = free_port()
-    settings = ServerSettings.for_binding(
-        "127.0.0.1", port, None, prepare_at_start=False, refresh_seconds=0.0
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning"
+
+    def app(port: int) -> FastAPI:
+        return create_app(
+            engine,
+            ServerSettings.for_binding(
+                "127.0.0.1", port, None, prepare_at_start=False, refresh_seconds=0.0
+            ),
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", engine
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        engine.close()
+
+    with Spyglass(bundled, Index.open(folder)) as engine, served_in_thread(app) as url:
+        yield url, engine
 
 
 @pytest.fixture

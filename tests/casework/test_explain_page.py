@@ -4,66 +4,34 @@ shows the large image with its heatmap."""
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from spyglass.bench.explain import PROMPT
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
-from spyglass.server import ServerSettings, create_app
+from spyglass.server import create_app
 from spyglass.store.index import Index
 
 from ..server.browser.conftest import (  # noqa: F401
-    CHROMIUM,
-    CHROMIUM_ARGS,
+    browser,
     page,
     page_errors,
     screenshot,
 )
 from ..server.browser.test_page import searches, until, wait_for_search
-from ..server.conftest import free_port
+from ..server.conftest import served_in_thread
 from .conftest import PastedObjects, image_id
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Chromium for this module only (see test_page.py in this folder for why)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
+from .test_page import settings_at
 
 
 @pytest.fixture
 def served_page(pasted: PastedObjects, bundled: Encoder) -> Iterator[tuple[str, Spyglass]]:
     engine = Spyglass(bundled, Index.open(pasted.index))
-    port = free_port()
-    settings = ServerSettings.for_binding("127.0.0.1", port, None, prepare_at_start=False)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(timeout=10)
-    engine.close()
+    with engine, served_in_thread(lambda port: create_app(engine, settings_at(port))) as url:
+        yield url, engine
 
 
 HEAT_LOADED = """([id]) => {

@@ -13,10 +13,10 @@ import pytest
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
 
-from ..server.browser.conftest import page, page_errors, screenshot  # noqa: F401
+from ..server.browser.conftest import browser, page, page_errors, screenshot  # noqa: F401
 from ..server.browser.test_page import searches, tiles, until, wait_for_search
 from .filtered_collection import Planned
-from .test_page import browser, served_page  # noqa: F401
+from .test_page import served_page  # noqa: F401
 
 
 @pytest.fixture

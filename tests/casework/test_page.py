@@ -3,15 +3,11 @@ group once with its size, and the JSON export button saves a case file that veri
 
 from __future__ import annotations
 
-import shutil
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from spyglass.casework.casefile import CaseFile
 from spyglass.encoders import Encoder
@@ -19,47 +15,22 @@ from spyglass.engine import Spyglass
 from spyglass.server import ServerSettings, create_app
 from spyglass.store.index import Index
 
-from ..server.browser.conftest import CHROMIUM, CHROMIUM_ARGS, page, page_errors  # noqa: F401
+from ..server.browser.conftest import browser, page, page_errors  # noqa: F401
 from ..server.browser.test_page import searches, tiles, until, wait_for_search
-from ..server.conftest import free_port
+from ..server.conftest import served_in_thread
 from .conftest import EditedCollection, image_id
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Chromium for this module only: the browser tests' own is session-wide, and
-    Playwright's sync API keeps an event loop running in the main thread while it is
-    open, which would break every later test that runs asyncio (the load benchmark)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
 def served_page(edited_index: Path, bundled: Encoder) -> Iterator[tuple[str, Spyglass]]:
     """The app over the edited collection, served by uvicorn in a thread."""
     engine = Spyglass(bundled, Index.open(edited_index))
-    port = free_port()
-    settings = ServerSettings.for_binding("127.0.0.1", port, None, prepare_at_start=False)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(engine, settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", engine
-    server.should_exit = True
-    thread.join(timeout=10)
-    engine.close()
+    with engine, served_in_thread(lambda port: create_app(engine, settings_at(port))) as url:
+        yield url, engine
+
+
+def settings_at(port: int) -> ServerSettings:
+    return ServerSettings.for_binding("127.0.0.1", port, None, prepare_at_start=False)
 
 
 def test_hide_near_duplicates_and_export_a_case_file(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +14,12 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from spyglass.engine import Spyglass
 from spyglass.server import ServerSettings, create_app
 
-from ..conftest import Collection, LiveServer, free_port
+from ..conftest import Collection, LiveServer, served_in_thread
 from .conftest import screenshot
 
 pytestmark = pytest.mark.slow
@@ -457,21 +456,12 @@ TOKEN = "browser-test-token-0123456789"
 @pytest.fixture(scope="module")
 def guarded_server(server_engine: Spyglass) -> Iterator[str]:
     """The app with a token, served by uvicorn in a thread on a loopback port."""
-    port = free_port()
-    settings = ServerSettings.for_binding("127.0.0.1", port, TOKEN)
-    config = uvicorn.Config(
-        create_app(server_engine, settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+
+    def app(port: int) -> FastAPI:
+        return create_app(server_engine, ServerSettings.for_binding("127.0.0.1", port, TOKEN))
+
+    with served_in_thread(app) as url:
+        yield url
 
 
 def test_token_dialog_opens_a_session(
