@@ -4,18 +4,17 @@ Chromium against the real server and the real bundled model, over real images.""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
+from fastapi import FastAPI
 
 from spyglass.engine import Spyglass
 from spyglass.server import ServerSettings, create_app
 
-from ..conftest import Collection, LiveServer, free_port
+from ..conftest import Collection, LiveServer, served_in_thread
 from .conftest import screenshot
 from .test_page import (
     link_out_id,
@@ -33,21 +32,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture()
 def cold_server(server_engine: Spyglass) -> Iterator[str]:
     """A server that has not laid out its map yet (it starts on the first request)."""
-    port = free_port()
-    settings = ServerSettings.for_binding("127.0.0.1", port, None, prepare_at_start=False)
-    config = uvicorn.Config(
-        create_app(server_engine, settings), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+
+    def app(port: int) -> FastAPI:
+        settings = ServerSettings.for_binding("127.0.0.1", port, None, prepare_at_start=False)
+        return create_app(server_engine, settings)
+
+    with served_in_thread(app) as url:
+        yield url
 
 
 def test_map_shows_progress_then_a_legend_named_by_words(page: Any, cold_server: str) -> None:
