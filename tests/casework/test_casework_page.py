@@ -36,7 +36,9 @@ from .test_page import served_page  # noqa: F401
 
 
 @contextmanager
-def serving(folder: Path, bundled: Encoder) -> Iterator[tuple[str, Spyglass]]:
+def serving(
+    folder: Path, bundled: Encoder, audit_log: Path | None = None
+) -> Iterator[tuple[str, Spyglass]]:
     """The app over the index in ``folder``, served by uvicorn in a thread; it sees
     images indexed meanwhile at once (refresh_seconds=0)."""
 
@@ -44,7 +46,12 @@ def serving(folder: Path, bundled: Encoder) -> Iterator[tuple[str, Spyglass]]:
         return create_app(
             engine,
             ServerSettings.for_binding(
-                "127.0.0.1", port, None, prepare_at_start=False, refresh_seconds=0.0
+                "127.0.0.1",
+                port,
+                None,
+                prepare_at_start=False,
+                refresh_seconds=0.0,
+                audit_log=audit_log,
             ),
         )
 
@@ -57,9 +64,9 @@ def own_served(
     own_collection: tuple[EditedCollection, Path], bundled: Encoder
 ) -> Iterator[tuple[str, Spyglass, EditedCollection, Path]]:
     """A server over an index of this test's own (saved searches are written into its
-    folder; files may change and images be added)."""
+    folder; files may change and images be added), keeping an audit log beside it."""
     collection, folder = own_collection
-    with serving(folder, bundled) as (url, engine):
+    with serving(folder, bundled, folder.parent / "audit.jsonl") as (url, engine):
         yield url, engine, collection, folder
 
 
@@ -132,6 +139,14 @@ def test_save_list_run_new_only_and_delete_a_search(
     assert [t["id"] for t in tiles(page)][:10] == searched[:10]
     assert "saved search “sunflowers”" in str(page.text_content("#summary"))
     assert "ran " in str(item.locator(".saved-when").text_content())
+    # The server keeps an audit log: the index's dialog says so, and the run is in it.
+    page.click("#index-info")
+    page.wait_for_selector("#status-dialog[open]")
+    assert "Audit logon: this server records" in str(page.text_content("#status-facts"))
+    page.keyboard.press("Escape")
+    logged = [json.loads(line) for line in (folder.parent / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in logged] == ["search", "saved-search"]
+    assert logged[-1]["results"][:10] == searched[:10]
 
     # New only, right after a run: nothing new, said so.
     run_saved(page, "sunflowers", "saved-new")

@@ -352,6 +352,11 @@ class StatusResponse(BaseModel):
     roots: list[str]
     skipped_files: list[SkippedFileItem]
     auth: bool = Field(description="Whether requests need the token.")
+    audit: bool = Field(
+        default=False,
+        description="Whether the server records each search, export and saved-search run "
+        "in an audit log (spyglass serve --audit).",
+    )
 
 
 class MethodsResponse(BaseModel):

@@ -490,7 +490,7 @@ def test_index_status_lists_skipped_files(page: Any, live_server: LiveServer) ->
     page.click("#index-info")
     page.wait_for_selector("#status-dialog[open]")
     facts = str(page.text_content("#status-facts"))
-    assert "bundled" in facts and "152 files" in facts
+    assert "bundled" in facts and "152 files" in facts and "Audit logoff" in facts
     skipped = page.locator("#skipped-list li")
     assert skipped.count() == 1
     assert "not-an-image" in str(skipped.first.text_content())

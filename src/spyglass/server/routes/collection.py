@@ -60,6 +60,7 @@ def status(
             for s in report.skipped_files
         ],
         auth=state.settings.token is not None,
+        audit=state.audit is not None,
     )
 
 

@@ -684,6 +684,9 @@ async function openStatus() {
       ["Images", `${status.images.toLocaleString()} files, ${status.unique_images.toLocaleString()} distinct`],
       ["Folders", status.roots.join("\n")],
       ["Skipped", status.skipped.toLocaleString()],
+      ["Audit log", status.audit
+        ? "on: this server records every search, export and saved-search run"
+        : "off"],
     ];
     $("status-facts").replaceChildren(
       ...facts.flatMap(([name, value]) => {
