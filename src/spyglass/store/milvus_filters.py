@@ -1,0 +1,202 @@
+"""Metadata filters as Milvus fields and boolean expressions.
+
+Every row of a Milvus space carries its image's filter fields (the same on each row of
+an image, crops included):
+
+=========  =====================  ====================================================
+field      Milvus type            value
+=========  =====================  ====================================================
+folders    ARRAY<VARCHAR>         every folder above each of the image's paths, as the
+                                  path's text up to one of its slashes ("/a/b/c.jpg":
+                                  "", "/a", "/a/b")
+date       DOUBLE                 the date rule's seconds since 1970 (0 when unknown)
+dated      BOOL                   the image has a date
+format     VARCHAR                Pillow's format name
+width      INT64                  pixels as displayed
+height     INT64
+camera     VARCHAR                "make model", ASCII letters lower-cased, a backslash
+                                  swapped with U+FFFF (see :func:`camera_key`)
+gps        BOOL                   a position is recorded
+=========  =====================  ====================================================
+
+:func:`expression` writes :class:`~spyglass.query.filters.Filters` as one expression on
+them that keeps exactly the images :func:`~spyglass.query.filters.allowed_ids` keeps
+(the tests check it against the SQL on generated images):
+
+- ``--under F``: ``array_contains_any(folders, ["F"])`` (F without its trailing slash):
+  a path is under F exactly when its text up to one of its slashes is F, which is the
+  SQL's prefix test ``path >= "F/" AND path < "F0"``. An equality on whole strings:
+  nothing in a folder name (``%``, ``_``, quotes, backslashes, spaces) is a pattern.
+- dates: ``dated and date >= A`` / ``date < B`` with the float written by ``repr``
+  (read back to the same double).
+- ``--camera T``: ``camera like "%t%"``, as SQLite's LIKE: ASCII case-insensitive, ``%``
+  and ``_`` escaped. Milvus's LIKE reads a backslash before ``%``, ``_`` or the end of
+  the pattern as an escape, and has no escape for a backslash itself, so the field and
+  the pattern swap backslash with U+FFFF: a pattern then holds a backslash only when the
+  text asked for holds U+FFFF, and that one filter falls back to the id list.
+- ``--has-gps``, ``--format``, ``--min-size``: ``gps == true``, ``format in [...]``,
+  ``width >= W and height >= H``.
+
+A value Milvus cannot hold (more folders than :data:`MAX_FOLDERS`, a path or camera
+longer than :data:`MAX_TEXT` bytes) is stored cut, and the collection is marked (see
+``INEXACT_PROPERTY`` in :mod:`spyglass.store.milvus`): filters on that field then go
+back to the id list, which stays exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spyglass.query.filters import Filters
+from spyglass.store.base import FilterFields
+
+#: The filter fields, in the order the schema lists them.
+FIELD_NAMES = ("folders", "date", "dated", "format", "width", "height", "camera", "gps")
+#: Elements of ``folders`` (Milvus's largest array capacity).
+MAX_FOLDERS = 4096
+#: Bytes of a VARCHAR (Milvus's largest).
+MAX_TEXT = 65_535
+#: Bytes of ``format`` (Pillow's names are a few letters).
+MAX_FORMAT = 64
+#: What stands for a backslash in ``camera`` (and stands in for itself swapped back).
+BACKSLASH_STAND_IN = "\uffff"
+_CAMERA_SWAP = str.maketrans({"\\": BACKSLASH_STAND_IN, BACKSLASH_STAND_IN: "\\"})
+#: SQLite's LIKE folds ASCII letters only.
+_ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
+
+
+def add_fields(schema: Any, data_type: Any) -> None:
+    """Add the filter fields to a ``pymilvus`` collection schema (``data_type``:
+    ``pymilvus.DataType``)."""
+    schema.add_field(
+        "folders",
+        data_type.ARRAY,
+        element_type=data_type.VARCHAR,
+        max_capacity=MAX_FOLDERS,
+        max_length=MAX_TEXT,
+    )
+    schema.add_field("date", data_type.DOUBLE)
+    schema.add_field("dated", data_type.BOOL)
+    schema.add_field("format", data_type.VARCHAR, max_length=MAX_FORMAT)
+    schema.add_field("width", data_type.INT64)
+    schema.add_field("height", data_type.INT64)
+    schema.add_field("camera", data_type.VARCHAR, max_length=MAX_TEXT)
+    schema.add_field("gps", data_type.BOOL)
+
+
+def folders_above(path: str) -> list[str]:
+    """The text of ``path`` up to each of its slashes: ``"/a/b/c.jpg"`` -> ``["", "/a",
+    "/a/b"]``. A path is under folder F (the filters' prefix test on ``F/``) exactly
+    when ``F`` without its trailing slashes is one of them."""
+    return [path[:i] for i, c in enumerate(path) if c == "/"]
+
+
+def camera_key(text: str) -> str:
+    """``text`` as the ``camera`` field and its patterns hold it: ASCII letters
+    lower-cased (as SQLite's LIKE compares them), backslash and U+FFFF swapped."""
+    return text.translate(_ASCII_LOWER).translate(_CAMERA_SWAP)
+
+
+def row_values(fields: FilterFields | None) -> tuple[dict[str, Any], set[str]]:
+    """The filter fields of one row, and the filter kinds its values are cut for
+    (``"under"``, ``"camera"``, ``"format"``; ``"all"`` without ``fields``)."""
+    if fields is None:
+        values: dict[str, Any] = {
+            "folders": [],
+            "date": 0.0,
+            "dated": False,
+            "format": "",
+            "width": 0,
+            "height": 0,
+            "camera": "",
+            "gps": False,
+        }
+        return values, {"all"}
+    cut: set[str] = set()
+    folders = sorted({folder for path in fields.paths for folder in folders_above(path)})
+    if len(folders) > MAX_FOLDERS or any(_too_long(f, MAX_TEXT) for f in folders):
+        cut.add("under")
+        folders = [f for f in folders if not _too_long(f, MAX_TEXT)][:MAX_FOLDERS]
+    camera = camera_key(fields.camera)
+    if _too_long(camera, MAX_TEXT):
+        cut.add("camera")
+        camera = ""
+    format_ = fields.format
+    if _too_long(format_, MAX_FORMAT):
+        cut.add("format")
+        format_ = ""
+    values = {
+        "folders": folders,
+        "date": 0.0 if fields.date is None else float(fields.date),
+        "dated": fields.date is not None,
+        "format": format_,
+        "width": int(fields.width),
+        "height": int(fields.height),
+        "camera": camera,
+        "gps": bool(fields.has_gps),
+    }
+    return values, cut
+
+
+def kinds(filters: Filters) -> set[str]:
+    """The filter kinds ``filters`` use, as :func:`row_values` names them."""
+    used = set()
+    if filters.under:
+        used.add("under")
+    if filters.camera:
+        used.add("camera")
+    if filters.formats:
+        used.add("format")
+    if not filters.empty:
+        used.add("all")
+    return used
+
+
+def expression(filters: Filters) -> str | None:
+    """A Milvus boolean expression keeping the images ``filters`` keep (``""`` for no
+    filters), or ``None`` where none is exact (a camera text holding U+FFFF, a text
+    holding NUL)."""
+    try:
+        return _expression(filters)
+    except ValueError:
+        return None
+
+
+def _expression(filters: Filters) -> str | None:
+    clauses = []
+    if filters.under:
+        keys = ", ".join(literal(folder.rstrip("/")) for folder in filters.under)
+        clauses.append(f"array_contains_any(folders, [{keys}])")
+    if filters.after is not None:
+        clauses.append(f"(dated and date >= {float(filters.after)!r})")
+    if filters.before is not None:
+        clauses.append(f"(dated and date < {float(filters.before)!r})")
+    if filters.camera:
+        key = camera_key(filters.camera)
+        if "\\" in key:
+            return None
+        pattern = key.replace("%", "\\%").replace("_", "\\_")
+        clauses.append(f"camera like {literal('%' + pattern + '%')}")
+    if filters.has_gps is not None:
+        clauses.append("gps == true" if filters.has_gps else "gps == false")
+    if filters.formats:
+        clauses.append(f"format in [{', '.join(literal(f) for f in filters.formats)}]")
+    if filters.min_width:
+        clauses.append(f"width >= {int(filters.min_width)}")
+    if filters.min_height:
+        clauses.append(f"height >= {int(filters.min_height)}")
+    return " and ".join(clauses)
+
+
+def literal(text: str) -> str:
+    """A Milvus string literal: in double quotes, backslash, double quote, line feed and
+    carriage return escaped (Milvus refuses those two raw and reads other characters as
+    they are). Raises ``ValueError`` for a NUL, which no literal can hold."""
+    if "\x00" in text:
+        raise ValueError("a Milvus string literal cannot hold NUL")
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r") + '"'
+
+
+def _too_long(text: str, limit: int) -> bool:
+    return len(text) * 4 > limit and len(text.encode("utf-8", "surrogatepass")) > limit
