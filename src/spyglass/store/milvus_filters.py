@@ -1,4 +1,4 @@
-"""Metadata filters as Milvus fields and boolean expressions.
+r"""Metadata filters as Milvus fields and boolean expressions.
 
 Every row of a Milvus space carries its image's filter fields (the same on each row of
 an image, crops included):
@@ -14,8 +14,9 @@ dated      BOOL                   the image has a date
 format     VARCHAR                Pillow's format name
 width      INT64                  pixels as displayed
 height     INT64
-camera     VARCHAR                "make model", ASCII letters lower-cased, a backslash
-                                  swapped with U+FFFF (see :func:`camera_key`)
+camera     VARCHAR                "make model", ASCII letters lower-cased, ``\``, ``%``
+                                  and ``_`` swapped with noncharacters (see
+                                  :func:`camera_key`)
 gps        BOOL                   a position is recorded
 =========  =====================  ====================================================
 
@@ -29,11 +30,13 @@ them that keeps exactly the images :func:`~spyglass.query.filters.allowed_ids` k
   nothing in a folder name (``%``, ``_``, quotes, backslashes, spaces) is a pattern.
 - dates: ``dated and date >= A`` / ``date < B`` with the float written by ``repr``
   (read back to the same double).
-- ``--camera T``: ``camera like "%t%"``, as SQLite's LIKE: ASCII case-insensitive, ``%``
-  and ``_`` escaped. Milvus's LIKE reads a backslash before ``%``, ``_`` or the end of
-  the pattern as an escape, and has no escape for a backslash itself, so the field and
-  the pattern swap backslash with U+FFFF: a pattern then holds a backslash only when the
-  text asked for holds U+FFFF, and that one filter falls back to the id list.
+- ``--camera T``: ``camera like "%t%"``, as SQLite's LIKE: ASCII case-insensitive. The
+  pattern holds no escape: Milvus Lite 3.2 honours ``\%`` in a LIKE alone but not in
+  one joined with ``array_contains_any`` (there ``"%\%%"`` matched a backslash), and has
+  no escape for a backslash. So the field and the pattern both swap ``\``, ``%`` and
+  ``_`` with the noncharacters U+FFFF, U+FFFE and U+FDD0 (a swap of characters keeps
+  "is a substring of"): a pattern then holds a wildcard or a backslash only when the text
+  asked for holds one of those noncharacters, and that filter goes back to the id list.
 - ``--has-gps``, ``--format``, ``--min-size``: ``gps == true``, ``format in [...]``,
   ``width >= W and height >= H``.
 
@@ -58,9 +61,10 @@ MAX_FOLDERS = 4096
 MAX_TEXT = 65_535
 #: Bytes of ``format`` (Pillow's names are a few letters).
 MAX_FORMAT = 64
-#: What stands for a backslash in ``camera`` (and stands in for itself swapped back).
-BACKSLASH_STAND_IN = "\uffff"
-_CAMERA_SWAP = str.maketrans({"\\": BACKSLASH_STAND_IN, BACKSLASH_STAND_IN: "\\"})
+#: What stands in ``camera`` for the characters Milvus's LIKE reads specially (and the
+#: other way round): noncharacters, which no camera name holds.
+STAND_INS = {"\\": "\uffff", "%": "\ufffe", "_": "\ufdd0"}
+_CAMERA_SWAP = str.maketrans(STAND_INS | {v: k for k, v in STAND_INS.items()})
 #: SQLite's LIKE folds ASCII letters only.
 _ASCII_LOWER = str.maketrans({chr(c): chr(c + 32) for c in range(ord("A"), ord("Z") + 1)})
 
@@ -93,7 +97,8 @@ def folders_above(path: str) -> list[str]:
 
 def camera_key(text: str) -> str:
     """``text`` as the ``camera`` field and its patterns hold it: ASCII letters
-    lower-cased (as SQLite's LIKE compares them), backslash and U+FFFF swapped."""
+    lower-cased (as SQLite's LIKE compares them), ``\\ % _`` swapped with their
+    :data:`STAND_INS`."""
     return text.translate(_ASCII_LOWER).translate(_CAMERA_SWAP)
 
 
@@ -154,8 +159,8 @@ def kinds(filters: Filters) -> set[str]:
 
 def expression(filters: Filters) -> str | None:
     """A Milvus boolean expression keeping the images ``filters`` keep (``""`` for no
-    filters), or ``None`` where none is exact (a camera text holding U+FFFF, a text
-    holding NUL)."""
+    filters), or ``None`` where none is exact (a camera text holding one of the
+    :data:`STAND_INS`, a text holding NUL)."""
     try:
         return _expression(filters)
     except ValueError:
@@ -173,10 +178,9 @@ def _expression(filters: Filters) -> str | None:
         clauses.append(f"(dated and date < {float(filters.before)!r})")
     if filters.camera:
         key = camera_key(filters.camera)
-        if "\\" in key:
+        if any(c in key for c in STAND_INS):
             return None
-        pattern = key.replace("%", "\\%").replace("_", "\\_")
-        clauses.append(f"camera like {literal('%' + pattern + '%')}")
+        clauses.append(f"camera like {literal('%' + key + '%')}")
     if filters.has_gps is not None:
         clauses.append("gps == true" if filters.has_gps else "gps == false")
     if filters.formats:
