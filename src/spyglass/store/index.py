@@ -343,6 +343,15 @@ class Index:
         self._apply_alive(died, revived)
         return len(paths)
 
+    def rewrite_filter_fields(self, image_ids: Iterable[int]) -> None:
+        """The rows of these images take their filter fields again from the catalogue,
+        in stores that keep them (what the catalogue says of them changed: their header
+        was read). Call inside the transaction that changes the catalogue."""
+        self._require_writer()
+        filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
+        if filterable:
+            self._flush_with_fields(filterable, set(), {int(i) for i in image_ids})
+
     def _flush_with_fields(
         self, stores: Mapping[str, FilterableStore], new: set[int], touched: set[int]
     ) -> dict[str, int]:
