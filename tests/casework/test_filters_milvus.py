@@ -23,6 +23,7 @@ from spyglass.query.filters import Filters
 from spyglass.query.methods import method_names
 from spyglass.query.terms import ImageTerm, Query, TextTerm
 from spyglass.store.index import Index
+from spyglass.store.milvus import MilvusVectorStore
 
 from .filtered_collection import Planned
 from .test_filters import (
@@ -37,8 +38,6 @@ from .test_filters import (
 
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
-
-from spyglass.store.milvus import MilvusVectorStore  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,6 @@ class RankContext:
                 best[owner] = score
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
 
-
     def _filtered_search(self, store: VectorStore, query: np.ndarray, k: int) -> Neighbours:
         filters = self.filters
         if filters is not None and not filters.empty and filters_inside(store, filters):

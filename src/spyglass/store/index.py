@@ -334,9 +334,7 @@ class Index:
         with self.catalogue.transaction():
             touched = self.catalogue.image_ids_of_paths(paths)
             self.catalogue.delete_files(paths)
-            filterable = {
-                s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)
-            }
+            filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
             if filterable and touched:
                 self._flush_with_fields(filterable, set(), touched)
             died, revived = self.catalogue.refresh_alive(touched)
