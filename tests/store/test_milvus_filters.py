@@ -375,3 +375,36 @@ def test_a_path_holding_the_separator_sends_under_back_to_the_id_list(tmp_path: 
     assert not store.filters_inside(Filters(under=("/x",)))
     assert store.filters_inside(Filters(formats=("PNG",)))
     store.close()
+
+
+def test_a_collection_made_before_the_fields_keeps_the_id_list(tmp_path: Path) -> None:
+    """A collection with no filter fields in its schema (made before them) opens,
+    takes rows, and answers filters through ``among`` as before; it never claims to
+    apply them itself."""
+    import pymilvus
+
+    location = parse_milvus_url(f"milvus://{tmp_path}/old.db", tmp_path)
+    client = pymilvus.MilvusClient(uri=location.uri)
+    schema = pymilvus.MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("row", pymilvus.DataType.INT64, is_primary=True)
+    schema.add_field("owner", pymilvus.DataType.INT64)
+    schema.add_field("vector", pymilvus.DataType.FLOAT_VECTOR, dim=DIMS)
+    params = client.prepare_index_params()
+    params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+    client.create_collection(
+        location.collection("joint"),
+        schema=schema,
+        index_params=params,
+        consistency_level="Strong",
+        properties={"spyglass.catalogue": "old"},
+    )
+    store = MilvusVectorStore(location, "joint", DIMS, 0, writer=True, owner="old")
+    vectors = unit_rows(np.random.default_rng(10), 5)
+    store.add(np.arange(1, 6, dtype=np.int64), vectors)
+    store.flush_with_fields(
+        {i: FilterFields((f"/x/{i}",), None, "PNG", 1, 1, " ", False) for i in range(1, 6)}
+    )
+    assert not store.filters_inside(Filters(under=("/x",)))
+    got = store.search(vectors[:1], 5, among=np.array([2, 4], np.int64))
+    assert sorted(o for o, _ in got.row(0)) == [2, 4]
+    store.close()
