@@ -374,6 +374,7 @@ def test_a_path_holding_the_separator_sends_under_back_to_the_id_list(tmp_path: 
     store.flush_with_fields({1: FilterFields(("/x\ufdd1/y.jpg",), None, "PNG", 1, 1, " ", False)})
     assert not store.filters_inside(Filters(under=("/x",)))
     assert store.filters_inside(Filters(formats=("PNG",)))
+    assert "filters on under as id lists" in store.describe().summary
     store.close()
 
 
@@ -405,6 +406,7 @@ def test_a_collection_made_before_the_fields_keeps_the_id_list(tmp_path: Path) -
         {i: FilterFields((f"/x/{i}",), None, "PNG", 1, 1, " ", False) for i in range(1, 6)}
     )
     assert not store.filters_inside(Filters(under=("/x",)))
+    assert "filters as id lists (no filter fields" in store.describe().summary
     got = store.search(vectors[:1], 5, among=np.array([2, 4], np.int64))
     assert sorted(o for o, _ in got.row(0)) == [2, 4]
     store.close()

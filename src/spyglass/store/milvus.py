@@ -753,9 +753,15 @@ class MilvusVectorStore:
         """How searches are answered: by Milvus, exactly (FLAT) or through HNSW."""
         kind = "exact" if self._index_type in (None, "FLAT") else "approximate"
         where = "Milvus Lite" if self.location.lite else "Milvus"
+        if not self._fields:
+            filters = "; filters as id lists (no filter fields: copy or index it anew for them)"
+        elif self._cut:
+            filters = f"; filters on {', '.join(sorted(self._cut))} as id lists (fields cut)"
+        else:
+            filters = "; filters inside Milvus"
         return SearchMethod(
             kind=kind,
             rows=self._rows,
             summary=f"{kind}: {where} {self._index_type or 'FLAT'} index, {self._rows:,} rows "
-            f"({self.location.describe()}, collection {self.collection})",
+            f"({self.location.describe()}, collection {self.collection}){filters}",
         )
