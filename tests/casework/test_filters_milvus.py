@@ -215,3 +215,44 @@ def test_awkward_folders_and_paths_that_move(
         placed["50%"].remove(moved)
         placed["50%"].append(copy)
         check(writer)
+
+
+def test_headers_read_after_a_copy_reach_the_milvus_fields(
+    filtered_index: Path,
+    filter_collection: list[Planned],
+    bundled: Encoder,
+    tmp_path: Path,
+    expressions: list[str],
+) -> None:
+    """An index made before headers were kept (no ``image_meta``), copied into Milvus:
+    its rows have no camera. The next ``spyglass index`` reads the headers, and the
+    rows' fields take them in the same transaction: a camera filter then keeps the
+    Nikons, through the expression."""
+    import sqlite3
+
+    from spyglass.store.index import CATALOGUE_FILE
+
+    old = tmp_path / "old"
+    shutil.copytree(filtered_index, old)
+    with sqlite3.connect(old / CATALOGUE_FILE) as db:
+        db.execute("DROP TABLE image_meta")
+        db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    url = f"milvus://{tmp_path}/old.db"
+    runner = CliRunner()
+    copied = runner.invoke(main, ["index", "--index", str(old), "--copy-to", url])
+    assert copied.exit_code == 0, copied.output
+    collection = filter_collection
+    nikon = Filters.parse(camera="nikon")
+    with Spyglass(bundled, Index.open(url)) as engine:
+        query = Query((TextTerm("a wrist watch"),), method="sum", rerank="none", k=30)
+        assert engine.search(replace(query, filters=nikon)) == []
+    indexed = runner.invoke(main, ["index", str(ROOT_FOLDER(collection)), "--index", url])
+    assert indexed.exit_code == 0, indexed.output
+    with Spyglass(bundled, Index.open(url)) as engine:
+        expressions.clear()
+        got = [r.image_id for r in engine.search(replace(query, filters=nikon))]
+        among = kept(engine, collection, lambda p: bool(p.camera and "NIKON" in p.camera))
+        text = engine.encoder.embed_texts(["a wrist watch"])[0]
+        space = engine.encoder.info.text_space
+        assert got == brute_force(engine, space, text / np.linalg.norm(text), among, 30)
+        assert among and expressions and all("owner in [" not in e for e in expressions)
