@@ -7,6 +7,7 @@ brute force, as on the embedded store (tests/casework/test_filters.py)."""
 from __future__ import annotations
 
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from spyglass.engine import Spyglass
 from spyglass.query.filters import Filters
 from spyglass.query.methods import method_names
 from spyglass.query.terms import ImageTerm, Query, TextTerm
-from spyglass.store.index import Index
+from spyglass.store.index import CATALOGUE_FILE, Index
 from spyglass.store.milvus import MilvusVectorStore
 
 from .filtered_collection import Planned
@@ -228,10 +229,6 @@ def test_headers_read_after_a_copy_reach_the_milvus_fields(
     its rows have no camera. The next ``spyglass index`` reads the headers, and the
     rows' fields take them in the same transaction: a camera filter then keeps the
     Nikons, through the expression."""
-    import sqlite3
-
-    from spyglass.store.index import CATALOGUE_FILE
-
     old = tmp_path / "old"
     shutil.copytree(filtered_index, old)
     with sqlite3.connect(old / CATALOGUE_FILE) as db:
