@@ -96,10 +96,14 @@ class RankContext:
 
     def _filtered_search(self, store: VectorStore, query: np.ndarray, k: int) -> Neighbours:
         filters = self.filters
-        if filters is not None and not filters.empty and filters_inside(store, filters):
-            assert isinstance(store, FilterableStore)
-            return store.search(query, k, where=filters)
-        return store.search(query, k, among=self.among)
+        if (
+            filters is None
+            or filters.empty
+            or not isinstance(store, FilterableStore)
+            or not store.filters_inside(filters)
+        ):
+            return store.search(query, k, among=self.among)
+        return store.search(query, k, where=filters)
 
 
 def filters_inside(store: VectorStore, filters: Filters) -> bool:
