@@ -13,7 +13,13 @@ from spyglass.encoders.base import Encoder, embed_images
 from spyglass.errors import ImageNotFound, ImageRejected, IndexEmpty, UnknownImageId
 from spyglass.images import crop_region, decode_image, read_image_file
 from spyglass.query.filters import Filters, allowed_ids, browse
-from spyglass.query.methods import EmbeddedTerm, RankContext, get_method, sum_query
+from spyglass.query.methods import (
+    EmbeddedTerm,
+    RankContext,
+    filters_inside,
+    get_method,
+    sum_query,
+)
 from spyglass.query.rerank import (
     RERANK_DEPTH,
     collection_size,
@@ -149,7 +155,8 @@ class Searcher:
             positive_ids=query.positives,
             negative_ids=query.negatives,
             encoder=self.encoder,
-            among=self.allowed(query.filters),
+            filters=None if query.filters.empty else query.filters,
+            allowed=None if query.filters.empty else lambda: self.allowed(query.filters),
         )
         for ids, target in (
             (query.positives, context.positives),
@@ -165,6 +172,11 @@ class Searcher:
         if filters.empty:
             return None
         return allowed_ids(self.index.catalogue, filters)
+
+    def filters_inside(self, filters: Filters) -> bool:
+        """Whether every store of the index applies ``filters`` inside its own search
+        (Milvus with its filter fields), so that no list of the ids they keep is made."""
+        return all(filters_inside(store, filters) for store in self.index.stores.values())
 
     def rank(self, query: Query) -> list[tuple[int, float]]:
         """The whole ranking down to ``offset + k``: (image id, rank score), best first."""
@@ -187,7 +199,8 @@ class Searcher:
         reranker = get_reranker(query.rerank, task, size)
         context = self.context(query)
         wanted = query.offset + query.k
-        if context.among is not None and len(context.among) == 0:
+        filtered = context.filters is not None and not self.filters_inside(context.filters)
+        if filtered and context.among is not None and len(context.among) == 0:
             return context, []  # the filters keep no image
         if resolve_reranker(query.rerank, task, size) == "none":
             return context, method(context, wanted)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 from spyglass.encoders.base import Encoder
 from spyglass.engine import Spyglass
 from spyglass.errors import IndexProblem
+from spyglass.query.filters import Filters
 from spyglass.query.terms import ImageTerm, Query, TextTerm
 from spyglass.settings import IngestSettings
 from spyglass.store.index import Index
@@ -101,6 +103,32 @@ def test_milvus_lite_index_answers_every_query_like_the_embedded_one(
         want = ranking(embedded, query)
         assert len(want) == K, name
         assert ranking(in_milvus, query) == want, name
+
+
+def test_with_filters_milvus_answers_every_query_like_the_embedded_one(
+    embedded: Spyglass, in_milvus: Spyglass, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every query kind, crops included, under a size filter keeping about half of the
+    images: the same rankings as the embedded store (which searches the id list), with
+    every Milvus search, in the image and the crop spaces, filtered by one expression on
+    the rows' fields."""
+    widths = sorted(w for (w,) in embedded.index.catalogue.execute("SELECT width FROM images"))
+    filters = Filters(min_width=widths[len(widths) // 2])
+    sent: list[tuple[str, str]] = []
+    original = MilvusVectorStore._search
+
+    def spy(self, queries, limit, expression):  # type: ignore[no-untyped-def]
+        sent.append((self.space, expression))
+        return original(self, queries, limit, expression)
+
+    monkeypatch.setattr(MilvusVectorStore, "_search", spy)
+    for name, query in queries(photos).items():
+        filtered = replace(query, filters=filters)
+        want = ranking(embedded, filtered)
+        assert want, name
+        assert ranking(in_milvus, filtered) == want, name
+    assert {space for space, _ in sent} >= {"joint", "joint.crops"}
+    assert all("width >= " in e and "owner in [" not in e for _, e in sent)
 
 
 def test_copy_to_milvus_answers_alike_without_embedding_again(

@@ -10,6 +10,7 @@ see them too.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 from PIL import Image
 
@@ -20,10 +21,14 @@ from spyglass.store.catalogue import HEADERS_BACKFILLED, Catalogue
 _BATCH = 500
 
 
-def backfill_header_meta(catalogue: Catalogue) -> int:
+def backfill_header_meta(
+    catalogue: Catalogue, recorded: Callable[[list[int]], None] | None = None
+) -> int:
     """Record header metadata for every live image that has none; returns how many.
     A file that cannot be opened now gets an empty record (its header says nothing we
-    can read), so it is not tried at every run."""
+    can read), so it is not tried at every run. ``recorded`` is told each batch's image
+    ids inside the transaction that records them (a store keeping filter fields
+    rewrites theirs there)."""
     # Set once every image has its header: images added since get theirs when they
     # are inserted, so later runs skip the look over every image.
     if catalogue.meta(HEADERS_BACKFILLED) == "1":
@@ -37,6 +42,8 @@ def backfill_header_meta(catalogue: Catalogue) -> int:
         entries = [(image_id, _header_of(path)) for image_id, path in missing]
         with catalogue.transaction():
             catalogue.insert_header_meta(entries)
+            if recorded is not None:
+                recorded([image_id for image_id, _ in entries])
         done += len(entries)
 
 

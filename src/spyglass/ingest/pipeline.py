@@ -148,7 +148,8 @@ class Ingest:
         self._process(todo, known, writer, report, windows)
         writer.commit()
         if catalogue.has_table("image_meta"):
-            backfill_header_meta(catalogue)  # images indexed before headers were kept
+            # Images indexed before headers were kept; their filter fields change too.
+            backfill_header_meta(catalogue, self.index.rewrite_filter_fields)
         report.seconds = time.perf_counter() - started
         self._notify("done", len(todo), len(todo), report)
         return report

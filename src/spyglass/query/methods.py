@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from spyglass.encoders.base import Encoder, EncoderInfo
 from spyglass.errors import InvalidQuery
+from spyglass.store.base import FilterableStore, Neighbours, VectorStore
 from spyglass.store.index import Index, crop_space
+
+if TYPE_CHECKING:
+    from spyglass.query.filters import Filters
 
 
 @dataclass(frozen=True)
@@ -45,9 +50,23 @@ class RankContext:
     #: The encoder that built the index, for methods that embed more text (PDV,
     #: Pic2Word) or ask it for optional capabilities; ``None`` where none is at hand.
     encoder: Encoder | None = None
-    #: (n,) int64 sorted ids of the images metadata filters keep; ``None``: every image.
-    #: Every search goes through :meth:`search`, which searches among these only.
-    among: np.ndarray | None = None
+    #: The metadata filters of the query (``None``: none). Every search goes through
+    #: :meth:`search`, which hands them to a store that applies them itself
+    #: (:class:`~spyglass.store.base.FilterableStore`), and otherwise searches among the
+    #: ids they keep (:attr:`among`).
+    filters: Filters | None = None
+    #: Computes the ids the filters keep, when first asked for (:attr:`among`).
+    allowed: Callable[[], np.ndarray | None] | None = None
+    _among: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def among(self) -> np.ndarray | None:
+        """(n,) int64 sorted ids of the images the filters keep; ``None``: every image.
+        Read from the catalogue when first asked for: a store that applies the filters
+        itself never needs them (feedback's random negatives do)."""
+        if self._among is None and self.allowed is not None:
+            self._among = self.allowed()
+        return self._among
 
     @property
     def has_text(self) -> bool:
@@ -65,15 +84,31 @@ class RankContext:
         Where the index holds crop vectors for the space (``spyglass index --crops``) and
         ``use_crops`` is on, an image scores max(whole image, best crop)."""
         query = vector.reshape(1, -1).astype(np.float32)
-        ranking = self.index.stores[space].search(query, k, among=self.among).row(0)
+        ranking = self._filtered_search(self.index.stores[space], query, k).row(0)
         crops = self.index.stores.get(crop_space(space))
         if not self.use_crops or crops is None:
             return ranking
         best = dict(ranking)
-        for owner, score in crops.search(query, k, among=self.among).row(0):
+        for owner, score in self._filtered_search(crops, query, k).row(0):
             if score > best.get(owner, -np.inf):
                 best[owner] = score
         return sorted(best.items(), key=lambda item: (-item[1], item[0]))[:k]
+
+    def _filtered_search(self, store: VectorStore, query: np.ndarray, k: int) -> Neighbours:
+        filters = self.filters
+        if (
+            filters is None
+            or filters.empty
+            or not isinstance(store, FilterableStore)
+            or not store.filters_inside(filters)
+        ):
+            return store.search(query, k, among=self.among)
+        return store.search(query, k, where=filters)
+
+
+def filters_inside(store: VectorStore, filters: Filters) -> bool:
+    """Whether ``store`` applies ``filters`` inside its own search."""
+    return isinstance(store, FilterableStore) and store.filters_inside(filters)
 
 
 #: A ranking: (image id, score) pairs, best first.

@@ -9,11 +9,14 @@ brute-force reference.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from spyglass.query.filters import Filters
 
 
 @dataclass(frozen=True)
@@ -92,4 +95,57 @@ class VectorStore(Protocol):
 
     def visible_owners(self) -> np.ndarray:
         """(n,) int64: owners with at least one visible row, each once."""
+        ...
+
+
+@dataclass(frozen=True)
+class FilterFields:
+    """What the metadata filters read about one image, as the catalogue records it
+    (:func:`spyglass.query.filter_fields.filter_fields` reads them).
+
+    ``paths``: every file showing the image (absolute). ``date``: seconds since 1970 by
+    the filters' date rule (EXIF capture time, else the oldest file's modification
+    time), ``None`` when neither is known. ``format``: Pillow's name ("" unknown).
+    ``width`` / ``height``: pixels as displayed (0 unknown). ``camera``: EXIF make + " "
+    + model, a missing part as "". ``has_gps``: a position is recorded.
+    """
+
+    paths: tuple[str, ...]
+    date: float | None
+    format: str
+    width: int
+    height: int
+    camera: str
+    has_gps: bool
+
+
+@runtime_checkable
+class FilterableStore(VectorStore, Protocol):
+    """A store that keeps each image's :class:`FilterFields` beside its rows and
+    evaluates :class:`~spyglass.query.filters.Filters` inside its own search (Milvus),
+    instead of being handed the ids they keep (``among``). Chosen by ``isinstance``:
+    the other stores keep ``among``."""
+
+    def flush_with_fields(
+        self, fields: Mapping[int, FilterFields], rewrite: Iterable[int] = ()
+    ) -> int:
+        """:meth:`flush`, the added rows carrying their owner's ``fields``; the stored
+        rows of the ``rewrite`` owners take their (new) ``fields`` too (an image that
+        gained or lost a path). Returns the row count to record as committed."""
+        ...
+
+    def filters_inside(self, filters: Filters) -> bool:
+        """Whether :meth:`search` can apply ``filters`` itself, exactly (the fields are
+        there and complete, and the filters can be written as the store's expression)."""
+        ...
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        among: np.ndarray | None = None,
+        where: Filters | None = None,
+    ) -> Neighbours:
+        """:meth:`VectorStore.search`; ``where``: only images these filters keep (when
+        :meth:`filters_inside` says so), applied inside the search."""
         ...

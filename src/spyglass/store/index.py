@@ -41,8 +41,9 @@ from spyglass.errors import (
     IndexNotFound,
     IndexProblem,
 )
+from spyglass.query.filter_fields import filter_fields
 from spyglass.settings import VectorSearchSettings, default_index_folder
-from spyglass.store.base import VectorStore
+from spyglass.store.base import FilterableStore, VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
 from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.failures import storage_error
@@ -298,7 +299,13 @@ class Index:
                 self.stores[space].add(ids[np.asarray(positions, np.int64)], matrix)
             else:
                 self.stores[space].add(ids, rows)
-        committed = {space: store.flush() for space, store in self.stores.items()}
+        # A store that keeps filter fields is flushed inside the transaction, once the
+        # catalogue (uncommitted yet) can say what the fields are: its rows are still
+        # durable before the catalogue records them.
+        filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
+        committed = {
+            space: store.flush() for space, store in self.stores.items() if space not in filterable
+        }
         resolved = [
             f
             if isinstance(f, FileState)
@@ -312,6 +319,8 @@ class Index:
             touched.update(f.image_id for f in resolved)
             self.catalogue.insert_images(first_id, new_images)
             self.catalogue.upsert_files(resolved)
+            if filterable:
+                committed |= self._flush_with_fields(filterable, set(ids.tolist()), touched)
             for space, rows_count in committed.items():
                 self.catalogue.set_space_rows(space, rows_count)
             died, revived = self.catalogue.refresh_alive(touched)
@@ -325,9 +334,34 @@ class Index:
         with self.catalogue.transaction():
             touched = self.catalogue.image_ids_of_paths(paths)
             self.catalogue.delete_files(paths)
+            filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
+            if filterable and touched:
+                self._flush_with_fields(filterable, set(), touched)
             died, revived = self.catalogue.refresh_alive(touched)
         self._apply_alive(died, revived)
         return len(paths)
+
+    def rewrite_filter_fields(self, image_ids: Iterable[int]) -> None:
+        """The rows of these images take their filter fields again from the catalogue,
+        in stores that keep them (what the catalogue says of them changed: their header
+        was read). Call inside the transaction that changes the catalogue."""
+        self._require_writer()
+        filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
+        if filterable:
+            self._flush_with_fields(filterable, set(), {int(i) for i in image_ids})
+
+    def _flush_with_fields(
+        self, stores: Mapping[str, FilterableStore], new: set[int], touched: set[int]
+    ) -> dict[str, int]:
+        """Flush stores that keep filter fields: the new images' rows carry theirs, and
+        the rows of images whose files changed (``touched``: a path gained or lost)
+        take their new ones. Called inside the transaction that records the change,
+        so the catalogue already says what the fields are."""
+        fields = filter_fields(self.catalogue, new | touched)
+        return {
+            space: store.flush_with_fields(fields, rewrite=touched - new)
+            for space, store in stores.items()
+        }
 
     def _apply_alive(self, died: set[int], revived: set[int]) -> None:
         self._dead = (self._dead | died) - revived

@@ -2,7 +2,8 @@
 
 ``spyglass index --index FOLDER --copy-to milvus://...``: every space's float16 rows are
 read in order from the index folder and inserted into Milvus with the same owners (so
-the image ids of the catalogue still name them), then the catalogue is copied over in
+the image ids of the catalogue still name them) and their images' filter fields (read
+from the source catalogue: folders, date, format...), then the catalogue is copied over in
 one step. Rows go first and the catalogue last, as in every commit: a copy cut short
 leaves the destination empty, and running it again starts over cleanly.
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from spyglass.errors import IndexProblem
+from spyglass.query.filter_fields import filter_fields
 from spyglass.settings import VectorSearchSettings
+from spyglass.store.base import FilterableStore
 from spyglass.store.index import Index
 
 #: Rows read and inserted per step (bounds the copy's memory: 50,000 x 1280-d float32
@@ -66,7 +69,10 @@ def copy_index(
                     stop = min(start + COPY_ROWS, committed)
                     owners, vectors = read_rows(origin.folder / "vectors", space, dims, start, stop)
                     store.add(owners, vectors)
-                    store.flush()
+                    if isinstance(store, FilterableStore):
+                        store.flush_with_fields(filter_fields(origin.catalogue, owners.tolist()))
+                    else:
+                        store.flush()
                     if progress is not None:
                         progress(space, stop, committed)
             target.take_catalogue_of(origin)

@@ -20,6 +20,13 @@ the type both build.
 
 Hidden owners are held in memory (the catalogue says who is dead, as for the embedded
 store) and excluded inside the search with an ``owner not in [...]`` expression.
+
+Each row also carries its image's filter fields (folders, date, format, size, camera,
+GPS: :mod:`spyglass.store.milvus_filters`), so that metadata filters run inside the
+search as one Milvus expression (:meth:`MilvusVectorStore.search` with ``where=``)
+instead of a list of the ids they keep. A collection made before the fields existed
+has none: its filters go on as id lists (``owner in [...]``), exact but long, until the
+index is copied or built again.
 """
 
 from __future__ import annotations
@@ -28,12 +35,12 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import numpy as np
@@ -46,9 +53,13 @@ from spyglass.errors import (
     VectorStoreUnavailable,
 )
 from spyglass.settings import VectorSearchSettings
-from spyglass.store.base import Neighbours, empty_neighbours, selected
+from spyglass.store import milvus_filters
+from spyglass.store.base import FilterFields, Neighbours, empty_neighbours, selected
 from spyglass.store.local import SearchMethod
 from spyglass.store.memory import _checked
+
+if TYPE_CHECKING:
+    from spyglass.query.filters import Filters
 
 SCHEME = "milvus://"
 #: Port of a Milvus server when the URL names none.
@@ -61,6 +72,10 @@ OWNER_PROPERTY = "spyglass.catalogue"
 #: Collection property set once a space holds several rows per owner (crops): its
 #: searches then group rows by owner inside Milvus.
 SEVERAL_PROPERTY = "spyglass.several_rows_per_owner"
+#: Collection property listing the filter kinds some row's field holds cut (a value
+#: Milvus cannot hold whole, or rows written without fields): comma-separated kinds of
+#: :func:`spyglass.store.milvus_filters.row_values`. Those filters go back to id lists.
+CUT_PROPERTY = "spyglass.filter_fields_cut"
 #: Catalogue meta key holding that owner id.
 OWNER_META = "milvus_owner"
 #: Rows per insert call (512-d float32: 10 MB, well under gRPC's 64 MB message limit).
@@ -276,6 +291,10 @@ class MilvusVectorStore:
         self._lock = threading.RLock()
         self._index_type: str | None = None
         self._several = False
+        #: Whether the rows carry filter fields (collections made before them do not).
+        self._fields = False
+        #: Filter kinds whose fields some row holds cut (see ``CUT_PROPERTY``).
+        self._cut: frozenset[str] = frozenset()
         with milvus_errors(location, f"opening {self.collection}"):
             exists = self._client.has_collection(self.collection)
             if writer:
@@ -306,6 +325,8 @@ class MilvusVectorStore:
         schema.add_field("row", pymilvus.DataType.INT64, is_primary=True)
         schema.add_field("owner", pymilvus.DataType.INT64)
         schema.add_field("vector", pymilvus.DataType.FLOAT_VECTOR, dim=self.dims)
+        milvus_filters.add_fields(schema, pymilvus.DataType)
+        self._fields = True
         self._client.create_collection(
             self.collection,
             schema=schema,
@@ -333,6 +354,9 @@ class MilvusVectorStore:
             )
         properties = described.get("properties") or {}
         self._several = properties.get(SEVERAL_PROPERTY) == "1"
+        names = {f["name"] for f in described["fields"]}
+        self._fields = all(name in names for name in milvus_filters.FIELD_NAMES)
+        self._cut = frozenset(k for k in properties.get(CUT_PROPERTY, "").split(",") if k)
         recorded = properties.get(OWNER_PROPERTY)
         if owner is not None and recorded != owner:
             raise IndexLocked(
@@ -425,38 +449,111 @@ class MilvusVectorStore:
     def flush(self) -> int:
         """Insert the added rows with primary keys continuing the committed ones. A
         server has them durable once it acknowledges the insert (its write-ahead log);
-        Milvus Lite is asked to flush them to its files."""
+        Milvus Lite is asked to flush them to its files. Rows flushed so carry no filter
+        fields: filters on this space then go back to id lists (see
+        :meth:`flush_with_fields`)."""
+        return self.flush_with_fields({})
+
+    def flush_with_fields(
+        self, fields: Mapping[int, FilterFields], rewrite: Iterable[int] = ()
+    ) -> int:
+        """:meth:`flush`, each added row carrying its owner's filter fields from
+        ``fields``; then the stored rows of the ``rewrite`` owners take theirs from
+        ``fields`` (Milvus upserts whole rows: their vectors are read back first)."""
         with self._lock:
-            if not self._pending_owners:
-                return self._rows
-            owners = np.concatenate(self._pending_owners)
-            vectors = np.concatenate(self._pending_vectors)
-            self._pending_owners.clear()
-            self._pending_vectors.clear()
-            with milvus_errors(self.location, f"inserting into {self.collection}"):
-                if not self._several and np.any(np.diff(owners) <= 0):
-                    self._client.alter_collection_properties(
-                        self.collection, properties={SEVERAL_PROPERTY: "1"}
-                    )
-                    self._several = True
-                for start in range(0, len(owners), _INSERT_ROWS):
-                    stop = min(start + _INSERT_ROWS, len(owners))
-                    self._client.insert(
+            if self._pending_owners:
+                self._insert_pending(fields)
+            again = sorted({int(o) for o in rewrite if int(o) in fields})
+            if again and self._fields:
+                self._rewrite_fields(again, fields)
+            return self._rows
+
+    def _insert_pending(self, fields: Mapping[int, FilterFields]) -> None:
+        owners = np.concatenate(self._pending_owners)
+        vectors = np.concatenate(self._pending_vectors)
+        self._pending_owners.clear()
+        self._pending_vectors.clear()
+        with milvus_errors(self.location, f"inserting into {self.collection}"):
+            if not self._several and np.any(np.diff(owners) <= 0):
+                self._client.alter_collection_properties(
+                    self.collection, properties={SEVERAL_PROPERTY: "1"}
+                )
+                self._several = True
+            values = self._field_values(owners.tolist(), fields)
+            for start in range(0, len(owners), _INSERT_ROWS):
+                stop = min(start + _INSERT_ROWS, len(owners))
+                self._client.insert(
+                    self.collection,
+                    [
+                        {"row": self._rows + i, "owner": owner, "vector": vector}
+                        | values.get(owner, {})
+                        for i, (owner, vector) in enumerate(
+                            zip(owners[start:stop].tolist(), vectors[start:stop], strict=True),
+                            start=start,
+                        )
+                    ],
+                )
+            if self.location.lite:
+                self._client.flush(self.collection)
+        self._rows += len(owners)
+        if self._writer:
+            self._maintain_index()
+
+    def _field_values(
+        self, owners: list[int], fields: Mapping[int, FilterFields]
+    ) -> dict[int, dict[str, Any]]:
+        """Owner -> its rows' filter field values (none for a collection without the
+        fields). Marks the collection first where a value is cut (``CUT_PROPERTY``),
+        so that no reader trusts a cut field."""
+        if not self._fields:
+            return {}
+        values: dict[int, dict[str, Any]] = {}
+        cut: set[str] = set()
+        for owner in set(owners):
+            values[owner], cut_here = milvus_filters.row_values(fields.get(owner))
+            cut |= cut_here
+        if not cut <= self._cut:
+            self._cut = self._cut | cut
+            self._client.alter_collection_properties(
+                self.collection, properties={CUT_PROPERTY: ",".join(sorted(self._cut))}
+            )
+        return values
+
+    def _rewrite_fields(self, owners: list[int], fields: Mapping[int, FilterFields]) -> None:
+        with milvus_errors(self.location, f"updating filter fields in {self.collection}"):
+            values = self._field_values(owners, fields)
+            for start in range(0, len(owners), _FETCH_OWNERS):
+                chunk = ", ".join(str(o) for o in owners[start : start + _FETCH_OWNERS])
+                stored = self._client.query(
+                    self.collection,
+                    filter=f"row < {self._rows} and owner in [{chunk}]",
+                    output_fields=["row", "owner", "vector"],
+                    consistency_level="Strong",
+                )
+                if stored:
+                    self._client.upsert(
                         self.collection,
                         [
-                            {"row": self._rows + i, "owner": owner, "vector": vector}
-                            for i, (owner, vector) in enumerate(
-                                zip(owners[start:stop].tolist(), vectors[start:stop], strict=True),
-                                start=start,
-                            )
+                            {
+                                "row": int(e["row"]),
+                                "owner": int(e["owner"]),
+                                "vector": np.asarray(e["vector"], np.float32),
+                            }
+                            | values[int(e["owner"])]
+                            for e in stored
                         ],
                     )
-                if self.location.lite:
-                    self._client.flush(self.collection)
-            self._rows += len(owners)
-            if self._writer:
-                self._maintain_index()
-            return self._rows
+            if self.location.lite:
+                self._client.flush(self.collection)
+
+    def filters_inside(self, filters: Filters) -> bool:
+        """Whether :meth:`search` applies ``filters`` itself, as one expression: the
+        rows carry the fields, none that ``filters`` read is cut, and the filters can
+        be written exactly (:func:`~spyglass.store.milvus_filters.expression`)."""
+        with self._lock:
+            if not self._fields or self._cut & milvus_filters.kinds(filters):
+                return False
+        return milvus_filters.expression(filters) is not None
 
     def reload(self, committed_rows: int) -> None:
         """Pick up rows another process committed since this store was opened."""
@@ -468,6 +565,11 @@ class MilvusVectorStore:
                             self._check(None)
                             self._index_type = self._current_index_type()
                             self._load()
+                elif committed_rows != self._rows:
+                    # The writer may have marked a filter field cut since: re-read.
+                    with milvus_errors(self.location, f"opening {self.collection}"):
+                        if self._client.has_collection(self.collection):
+                            self._check(None)
                 self._rows = committed_rows
 
     def set_hidden(self, owners: Iterable[int], hidden: bool = True) -> None:
@@ -489,7 +591,13 @@ class MilvusVectorStore:
                 expression += f" and owner not in [{hidden}]"
             return expression
 
-    def search(self, queries: np.ndarray, k: int, among: np.ndarray | None = None) -> Neighbours:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        among: np.ndarray | None = None,
+        where: Filters | None = None,
+    ) -> Neighbours:
         """The k best visible owners per query, each scored by its best row, ties by
         owner id. Milvus is asked for more than k results, and again for more while
         the last one it returned scores as high as the k-th owner's (an owner tied with
@@ -501,7 +609,12 @@ class MilvusVectorStore:
         A selection (``among``) joins the filter expression as ``owner in [...]``:
         Milvus applies it as a bitset before the vector search (FLAT and HNSW alike),
         so a narrow selection still returns k owners. The expression grows with the
-        selection (about 8 bytes an id), which is what bounds its size."""
+        selection (about 8 bytes an id), which is what bounds its size.
+
+        Filters (``where``, when :meth:`filters_inside` says so) join it instead as one
+        expression on the rows' filter fields, whatever they keep; ``among`` is then
+        not needed. Raises ``ValueError`` for filters the store cannot apply given
+        without ``among``."""
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if queries.shape[1] != self.dims:
             raise ValueError(f"queries have {queries.shape[1]} dims, the store {self.dims}")
@@ -509,6 +622,11 @@ class MilvusVectorStore:
         if self._rows == 0 or k <= 0 or self._index_type is None:
             return result
         expression = self._visible()
+        if where is not None and not where.empty and self.filters_inside(where):
+            expression += f" and ({milvus_filters.expression(where)})"
+            among = None
+        elif where is not None and not where.empty and among is None:
+            raise ValueError(f"{self.collection} cannot apply these filters itself")
         among = selected(among)
         if among is not None:
             if len(among) == 0:
@@ -635,9 +753,15 @@ class MilvusVectorStore:
         """How searches are answered: by Milvus, exactly (FLAT) or through HNSW."""
         kind = "exact" if self._index_type in (None, "FLAT") else "approximate"
         where = "Milvus Lite" if self.location.lite else "Milvus"
+        if not self._fields:
+            filters = "; filters as id lists (no filter fields: copy or index it anew for them)"
+        elif self._cut:
+            filters = f"; filters on {', '.join(sorted(self._cut))} as id lists (fields cut)"
+        else:
+            filters = "; filters inside Milvus"
         return SearchMethod(
             kind=kind,
             rows=self._rows,
             summary=f"{kind}: {where} {self._index_type or 'FLAT'} index, {self._rows:,} rows "
-            f"({self.location.describe()}, collection {self.collection})",
+            f"({self.location.describe()}, collection {self.collection}){filters}",
         )
