@@ -103,6 +103,24 @@ class LabelledCollection:
                 f"its columns are: {', '.join(self.columns)}"
             )
 
+    def attribute_and_object(
+        self, attribute: str | None, object_column: str | None, purposes: tuple[str, str]
+    ) -> tuple[str, str]:
+        """The label columns of queries that name an attribute of an object (colour of
+        a garment, domain of a picture): those given, else the folder's rules', both
+        checked to exist. ``purposes`` say what each column is for, for the messages
+        (("the attribute a query changes", "the object a query keeps"))."""
+        attribute = attribute or self.rules.attribute
+        if attribute is None:
+            raise InvalidQuery(
+                f"say which label column holds {purposes[0]}: --attribute COLUMN "
+                f"(columns: {', '.join(self.columns)})"
+            )
+        object_column = object_column or self.rules.label
+        self.require_column(attribute, purposes[0])
+        self.require_column(object_column, purposes[1])
+        return attribute, object_column
+
 
 def absolute_path(path: str | Path) -> Path:
     """Absolute and normalised (``..`` resolved, links kept), as the indexer records

@@ -98,16 +98,9 @@ def run_attribute(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    rules = collection.collection.rules
-    attribute = attribute or rules.attribute
-    if attribute is None:
-        raise InvalidQuery(
-            f"say which label column the queries name: --attribute COLUMN "
-            f"(columns: {', '.join(collection.collection.columns)})"
-        )
-    object_column = object_column or rules.label
-    collection.collection.require_column(attribute, "the attribute the queries name")
-    collection.collection.require_column(object_column, "the object the queries name")
+    attribute, object_column = collection.collection.attribute_and_object(
+        attribute, object_column, ("the attribute the queries name", "the object the queries name")
+    )
     pairs, alone = attribute_queries(
         collection,
         attribute=attribute,

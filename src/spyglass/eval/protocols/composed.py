@@ -94,17 +94,10 @@ def run_composed(
     progress: ProgressFunction | None = None,
 ) -> ProtocolResult:
     settings = settings or RunSettings()
-    rules = collection.collection.rules
-    attribute = attribute or rules.attribute
-    if attribute is None:
-        raise InvalidQuery(
-            f"say which label column a composed query changes: --attribute COLUMN "
-            f"(columns: {', '.join(collection.collection.columns)})"
-        )
-    object_column = object_column or rules.label
-    modifier = modifier or rules.modifier
-    collection.collection.require_column(attribute, "the attribute a query changes")
-    collection.collection.require_column(object_column, "the object a query keeps")
+    attribute, object_column = collection.collection.attribute_and_object(
+        attribute, object_column, ("the attribute a query changes", "the object a query keeps")
+    )
+    modifier = modifier or collection.collection.rules.modifier
     judged = composed_queries(
         collection,
         attribute=attribute,
