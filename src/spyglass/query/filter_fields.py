@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from spyglass.query.filters import DATE_SQL, _source
+from spyglass.query.filters import DATE_SQL, images_with_meta
 from spyglass.store.base import FilterFields
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def filter_fields(catalogue: Catalogue, image_ids: Iterable[int]) -> dict[int, F
     images too: their fields matter again if they come back)."""
     ids = sorted({int(i) for i in image_ids})
     found: dict[int, FilterFields] = {}
-    source = _source(catalogue)
+    source = images_with_meta(catalogue)
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         marks = ",".join("?" * len(chunk))

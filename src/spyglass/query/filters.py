@@ -274,7 +274,9 @@ DATE_SQL = (
 )
 
 
-def _source(catalogue: Catalogue) -> str:
+def images_with_meta(catalogue: Catalogue) -> str:
+    """The SQL source every filter reads: ``images i`` joined with its header
+    metadata ``m`` (an empty stand-in where the catalogue predates that table)."""
     meta = _META_TABLE if catalogue.has_table(_META_TABLE) else _NO_META
     return f"images i LEFT JOIN {meta} m ON m.image_id = i.id"
 
@@ -317,7 +319,7 @@ def _where(filters: Filters) -> tuple[str, list[Any]]:
 def allowed_ids(catalogue: Catalogue, filters: Filters) -> np.ndarray:
     """(n,) int64 sorted: the live images the filters keep, by one SQL query."""
     where, args = _where(filters)
-    rows = catalogue.execute(f"SELECT i.id FROM {_source(catalogue)} WHERE {where}", args)
+    rows = catalogue.execute(f"SELECT i.id FROM {images_with_meta(catalogue)} WHERE {where}", args)
     ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
     ids.sort()
     return ids
@@ -331,7 +333,7 @@ def browse(
     where, args = _where(filters)
     order = "ASC" if oldest_first else "DESC"
     rows = catalogue.execute(
-        f"SELECT i.id, {DATE_SQL} AS d FROM {_source(catalogue)} WHERE {where} "
+        f"SELECT i.id, {DATE_SQL} AS d FROM {images_with_meta(catalogue)} WHERE {where} "
         f"ORDER BY d {order}, i.id ASC LIMIT ? OFFSET ?",
         [*args, int(k), int(offset)],
     )
@@ -345,7 +347,8 @@ def image_dates(catalogue: Catalogue, ids: list[int]) -> dict[int, float]:
         chunk = [int(i) for i in ids[start : start + 500]]
         marks = ",".join("?" * len(chunk))
         for image_id, date in catalogue.execute(
-            f"SELECT i.id, {DATE_SQL} FROM {_source(catalogue)} WHERE i.id IN ({marks})", chunk
+            f"SELECT i.id, {DATE_SQL} FROM {images_with_meta(catalogue)} WHERE i.id IN ({marks})",
+            chunk,
         ):
             if date is not None:
                 found[int(image_id)] = float(date)
@@ -382,7 +385,9 @@ def count_facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets
     kept = filters or Filters()
     where, args = _where(kept)
     total = int(
-        catalogue.execute(f"SELECT COUNT(*) FROM {_source(catalogue)} WHERE {where}", args)[0][0]
+        catalogue.execute(
+            f"SELECT COUNT(*) FROM {images_with_meta(catalogue)} WHERE {where}", args
+        )[0][0]
     )
     return Facets(total, **{facet: _facet_counts(catalogue, kept, facet) for facet in FACET_OWN})
 
@@ -407,7 +412,9 @@ def narrowed_facets(catalogue: Catalogue, filters: Filters) -> Facets:
         return count_facets(catalogue)
     where, args = _where(filters)
     total = int(
-        catalogue.execute(f"SELECT COUNT(*) FROM {_source(catalogue)} WHERE {where}", args)[0][0]
+        catalogue.execute(
+            f"SELECT COUNT(*) FROM {images_with_meta(catalogue)} WHERE {where}", args
+        )[0][0]
     )
     unset = Filters()
     counts = {}
@@ -421,7 +428,7 @@ def _facet_counts(catalogue: Catalogue, filters: Filters, facet: str) -> dict[st
     """One facet's counts over the images ``filters`` keep, most first (``years`` in
     order, ``gps`` as yes/no)."""
     where, args = _where(filters)
-    source = _source(catalogue)
+    source = images_with_meta(catalogue)
 
     def grouped(expression: str) -> dict[str, int]:
         rows = catalogue.execute(
