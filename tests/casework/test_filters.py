@@ -10,17 +10,25 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spyglass.cli import main
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
 from spyglass.errors import InvalidQuery
-from spyglass.query.filters import Filters, allowed_ids, count_facets, parse_date
+from spyglass.query.filters import (
+    Filters,
+    allowed_ids,
+    count_facets,
+    parse_date,
+    top_folder_sql,
+)
 from spyglass.query.methods import method_names
 from spyglass.query.terms import ImageTerm, Query, TextTerm
 from spyglass.store.catalogue import SCHEMA_VERSION
@@ -400,3 +408,39 @@ def test_collapsed_groups_list_only_the_kept_members(
         assert filtered.image_id == ids["source"]
         assert ids["half"] not in filtered.duplicates
         assert set(filtered.duplicates) == set(plain.duplicates) - {ids["half"]}
+
+
+def python_top_folder(path: str, roots: list[str]) -> str:
+    """The reference, written out: the folder just inside the innermost root holding
+    ``path`` (the root for a file directly in it), else the file's own folder."""
+    for root in sorted(roots, key=len, reverse=True):
+        prefix = root.rstrip("/") + "/"
+        if path.startswith(prefix):
+            rest = path[len(prefix) :]
+            return prefix + rest.split("/", 1)[0] if "/" in rest else root
+    return str(PurePosixPath(path).parent)
+
+
+folder_names = st.text(alphabet=st.sampled_from(list("ab_%' ü0.-")), min_size=1, max_size=4).filter(
+    lambda name: name not in (".", "..")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    path=st.lists(folder_names, min_size=1, max_size=5),
+    cuts=st.lists(st.integers(0, 5), max_size=3),
+    others=st.lists(st.lists(folder_names, min_size=1, max_size=3), max_size=2),
+)
+def test_top_folder_in_sql_is_the_folder_just_inside_the_innermost_root(
+    path: list[str], cuts: list[int], others: list[list[str]]
+) -> None:
+    """Roots are prefixes of the file's folder (nested ones too) and unrelated folders;
+    the SQL must agree with the reference on every path."""
+    file_path = "/" + "/".join(path)
+    prefixes = ["/" + "/".join(path[:cut]) for cut in cuts if 0 < cut < len(path)]
+    root_paths = sorted({*prefixes, *("/" + "/".join(o) for o in others)})
+    expression, args = top_folder_sql("p", root_paths)
+    with sqlite3.connect(":memory:") as db:
+        (found,) = db.execute(f"SELECT {expression} FROM (SELECT ? AS p)", [*args, file_path])
+    assert found[0] == python_top_folder(file_path, root_paths)

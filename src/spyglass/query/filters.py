@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -381,7 +381,8 @@ class Facets:
 
 def count_facets(catalogue: Catalogue, filters: Filters | None = None) -> Facets:
     """Counts over the images ``filters`` keep (all live images without). The folder
-    counts read every file's path: O(files), a second or so per million."""
+    counts read every file's path (in SQL): O(files), about 4 s at a million (shared
+    machine; all five facets about 10 s)."""
     kept = filters or Filters()
     where, args = _where(kept)
     total = int(
@@ -447,33 +448,36 @@ def _facet_counts(catalogue: Catalogue, filters: Filters, facet: str) -> dict[st
     if facet == "gps":
         with_gps = grouped("CASE WHEN m.latitude IS NULL THEN 'no' ELSE 'yes' END")
         return {"yes": with_gps.get("yes", 0), "no": with_gps.get("no", 0)}
-    roots = sorted(catalogue.roots(), key=len, reverse=True)
-    folders: Counter[str] = Counter()
-    for paths in _paths_by_image(catalogue, source, where, args).values():
-        folders.update({top_folder(path, roots) for path in paths})
-    return dict(sorted(folders.items(), key=lambda item: (-item[1], item[0])))
-
-
-def _paths_by_image(
-    catalogue: Catalogue, source: str, where: str, args: list[Any]
-) -> dict[int, list[str]]:
+    # Each image counts once per top folder among its paths, all in SQL: read into
+    # Python path by path, this facet took 15 s at a million images.
+    top, top_args = top_folder_sql("fp.path", catalogue.roots())
     rows = catalogue.execute(
-        f"SELECT i.id, fp.path FROM {source} JOIN files fp ON fp.image_id = i.id WHERE {where}",
-        args,
+        f"SELECT t, COUNT(*) FROM (SELECT DISTINCT i.id, {top} AS t FROM {source} "
+        f"JOIN files fp ON fp.image_id = i.id WHERE {where}) GROUP BY t",
+        [*top_args, *args],
     )
-    paths: dict[int, list[str]] = {}
-    for image_id, path in rows:
-        paths.setdefault(int(image_id), []).append(str(path))
-    return paths
+    return dict(sorted(((str(t), int(n)) for t, n in rows), key=lambda item: (-item[1], item[0])))
 
 
-def top_folder(path: str, roots: list[str]) -> str:
-    """The folder just inside the indexed root that holds ``path`` (the root itself for
-    a file directly in it; the file's own folder when no root holds it). ``roots``
-    longest first, so the innermost root wins."""
-    for root in roots:
+def top_folder_sql(path: str, roots: Sequence[str]) -> tuple[str, list[Any]]:
+    """An SQL expression (and its arguments, which come before the query's own) giving
+    the folder just inside the indexed root that holds ``path``: the root itself for a
+    file directly in it; the file's own folder when no root holds it. The innermost
+    root wins."""
+    cases: list[str] = []
+    args: list[Any] = []
+    for root in sorted(roots, key=len, reverse=True):
         prefix = root.rstrip("/") + "/"
-        if path.startswith(prefix):
-            rest = path[len(prefix) :]
-            return prefix + rest.split("/", 1)[0] if "/" in rest else root
-    return str(Path(path).parent)
+        # '/' + 1 == '0': every path under "root/" sorts in ["root/", "root0").
+        rest = f"substr({path}, {len(prefix) + 1})"
+        cases.append(
+            f"WHEN {path} >= ? AND {path} < ? THEN CASE WHEN instr({rest}, '/') > 0 "
+            f"THEN substr({path}, 1, {len(prefix)} + instr({rest}, '/') - 1) ELSE ? END"
+        )
+        args += [prefix, prefix[:-1] + "0", root]
+    # Outside every root: the path up to its last '/' (rtrim by the path's other
+    # characters), without that '/', or '/' for a file at the top.
+    parent = f"COALESCE(NULLIF(rtrim(rtrim({path}, replace({path}, '/', '')), '/'), ''), '/')"
+    if not cases:
+        return parent, args
+    return f"CASE {' '.join(cases)} ELSE {parent} END", args
