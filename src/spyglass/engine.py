@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +34,9 @@ if TYPE_CHECKING:
     from spyglass.casework.queryspec import SearchSpec
     from spyglass.casework.verify import Verification
     from spyglass.ingest.ray_cluster import RayCluster
+
+#: Facet counts an engine keeps (one per state of the index and set of filters).
+FACETS_KEPT = 32
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,11 @@ class Spyglass:
         self.index = index
         self.ingest_settings = ingest_settings or IngestSettings()
         self.searcher = Searcher(encoder, index, self.ingest_settings)
+        #: Facet counts by (index generation, catalogue change mark, filters), most
+        #: recently used last: a panel's counts read the whole catalogue (seconds at a
+        #: million images), and a page asks again for the same ones.
+        self._facets: OrderedDict[tuple[Any, ...], Facets] = OrderedDict()
+        self._facets_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -170,9 +180,21 @@ class Spyglass:
         """Images counted per folder, format, camera, year and GPS, for a filter panel:
         with ``filters``, each facet over the images the *other* filters keep
         (:func:`~spyglass.query.filters.narrowed_facets`); without, over all."""
+        key = (self.index.generation(), self.index.catalogue.change_mark(), filters)
+        with self._facets_lock:
+            kept = self._facets.get(key)
+            if kept is not None:
+                self._facets.move_to_end(key)
+                return kept
         if filters is None:
-            return count_facets(self.index.catalogue)
-        return narrowed_facets(self.index.catalogue, filters)
+            counted = count_facets(self.index.catalogue)
+        else:
+            counted = narrowed_facets(self.index.catalogue, filters)
+        with self._facets_lock:
+            self._facets[key] = counted
+            while len(self._facets) > FACETS_KEPT:
+                self._facets.popitem(last=False)
+        return counted
 
     def duplicates(
         self,

@@ -6,6 +6,7 @@ out from what the collection's plan wrote, not through the filter code)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -444,3 +445,29 @@ def test_top_folder_in_sql_is_the_folder_just_inside_the_innermost_root(
     with sqlite3.connect(":memory:") as db:
         (found,) = db.execute(f"SELECT {expression} FROM (SELECT ? AS p)", [*args, file_path])
     assert found[0] == python_top_folder(file_path, root_paths)
+
+
+def test_facets_are_kept_until_the_catalogue_changes(
+    own_collection: tuple[EditedCollection, Path], bundled: Encoder
+) -> None:
+    """A reader (as the server is) keeps its facet counts while nothing changes, and
+    counts again when another process indexes, even when no image is added: a copy of an
+    indexed image in a new folder adds a path, not an image."""
+    collection, folder = own_collection
+    source = next(iter(collection.copies))
+    copy = collection.root / "copied-here" / source.name
+    with (
+        Spyglass(bundled, Index.open(folder)) as reader,
+        Spyglass(bundled, Index.open_for_writing(folder, bundled.info)) as writer,
+    ):
+        first = reader.facets()
+        assert reader.facets() is first
+        assert str(copy.parent) not in first.folders
+        images = reader.index.count()
+        copy.parent.mkdir()
+        shutil.copyfile(source, copy)
+        writer.add([str(collection.root)])
+        assert writer.index.count() == images  # the same content: no new image
+        again = reader.facets()
+        assert again is not first and again.folders[str(copy.parent)] == 1
+        assert writer.facets().folders[str(copy.parent)] == 1

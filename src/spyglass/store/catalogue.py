@@ -159,6 +159,8 @@ class Catalogue:
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.path = path
+        #: Transactions this connection committed (see :meth:`change_mark`).
+        self._commits = 0
         self._db = _LockedConnection(
             sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         )
@@ -211,12 +213,22 @@ class Catalogue:
                 try:
                     yield
                     self._db.execute("COMMIT")
+                    self._commits += 1
                 except BaseException:
                     with suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                     raise
             except sqlite3.DatabaseError as error:
                 raise catalogue_error(self.path, error) from error
+
+    def change_mark(self) -> tuple[int, int]:
+        """Changes whenever what the catalogue holds may have changed: SQLite's
+        ``data_version`` (another connection committed: ``spyglass index`` beside a
+        server) and this connection's own commits. O(1): lets a reader keep what it
+        counted (the filter panel's facets) until then."""
+        with self._db.lock:
+            version = int(self._db.execute("PRAGMA data_version").fetchone()[0])
+            return version, self._commits
 
     # -- meta ----------------------------------------------------------------------
 
