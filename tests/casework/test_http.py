@@ -132,15 +132,24 @@ def test_a_search_that_cannot_be_audited_is_refused(
 
 
 def test_a_saved_search_run_is_recorded_in_the_audit_log(
-    served: tuple[TestClient, Spyglass, Path],
+    own_collection: tuple[EditedCollection, Path], bundled: Encoder, tmp_path: Path
 ) -> None:
     """Running a saved search is a search: the server's log has it, with the name, the
-    search as saved and the ids it returned, chained like every other entry."""
-    client, _, audit_log = served
-    saved = client.post("/api/saved?name=watches", json={"text": "a watch", "limit": 3})
-    assert saved.status_code == 201, saved.text
-    run = client.post("/api/saved/watches/run")
-    assert run.status_code == 200, run.text
+    search as saved and the ids it returned, chained like every other entry. (An index
+    of its own: saved searches are written into the index's folder.)"""
+    _, folder = own_collection
+    audit_log = tmp_path / "audit.jsonl"
+    settings = ServerSettings.for_binding(
+        "127.0.0.1", 8000, None, audit_log=audit_log, prepare_at_start=False
+    )
+    with (
+        Spyglass(bundled, Index.open(folder)) as engine,
+        TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client,
+    ):
+        saved = client.post("/api/saved?name=watches", json={"text": "a watch", "limit": 3})
+        assert saved.status_code == 201, saved.text
+        run = client.post("/api/saved/watches/run")
+        assert run.status_code == 200, run.text
     entries = [json.loads(line) for line in audit_log.read_text().splitlines()]
     assert [e["event"] for e in entries] == ["saved-search"]
     (entry,) = entries
