@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
 from spyglass.casework.duplicates import hash_index
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
+from spyglass.server import ServerSettings, create_app
 from spyglass.store.index import Index
 
 CLASSES = ("sunflower", "watch", "starfish", "grand_piano")
@@ -177,3 +179,18 @@ def pasted(
     return PastedObjects(
         root, folder, paths, [c.words for c in cases], [c.box for c in cases], things
     )
+
+
+def serve_in_process(
+    folder: Path, bundled: Encoder, **settings: Any
+) -> Iterator[tuple[TestClient, Spyglass]]:
+    """The app over the index in ``folder`` behind an in-process client (``settings``:
+    more :meth:`ServerSettings.for_binding` options); the engine closed afterwards."""
+    engine = Spyglass(bundled, Index.open(folder))
+    options = {"prepare_at_start": False, **settings}
+    server_settings = ServerSettings.for_binding("127.0.0.1", 8000, None, **options)
+    try:
+        with TestClient(create_app(engine, server_settings), base_url="http://127.0.0.1") as client:
+            yield client, engine
+    finally:
+        engine.close()

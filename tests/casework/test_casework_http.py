@@ -16,24 +16,15 @@ from PIL import Image
 from spyglass.casework.duplicates import DuplicateRule
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
-from spyglass.server import ServerSettings, create_app
 from spyglass.store.index import Index
 
-from .conftest import CLASSES, PER_CLASS, EditedCollection, image_id
+from .conftest import CLASSES, PER_CLASS, EditedCollection, image_id, serve_in_process
 
 
 def serve(folder: Path, bundled: Encoder) -> Iterator[tuple[TestClient, Spyglass]]:
-    engine = Spyglass(bundled, Index.open(folder))
     # refresh_seconds=0: a run right after indexing sees the new image, as it would
     # ten seconds later in a real server.
-    settings = ServerSettings.for_binding(
-        "127.0.0.1", 8000, None, prepare_at_start=False, refresh_seconds=0.0
-    )
-    try:
-        with TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client:
-            yield client, engine
-    finally:
-        engine.close()
+    yield from serve_in_process(folder, bundled, refresh_seconds=0.0)
 
 
 @pytest.fixture

@@ -13,21 +13,13 @@ from PIL import Image
 
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
-from spyglass.server import ServerSettings, create_app
-from spyglass.store.index import Index
 
-from .conftest import PastedObjects, image_id
+from .conftest import PastedObjects, image_id, serve_in_process
 
 
 @pytest.fixture
 def served(pasted: PastedObjects, bundled: Encoder) -> Iterator[tuple[TestClient, Spyglass]]:
-    engine = Spyglass(bundled, Index.open(pasted.index))
-    settings = ServerSettings.for_binding("127.0.0.1", 8000, None, prepare_at_start=False)
-    try:
-        with TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client:
-            yield client, engine
-    finally:
-        engine.close()
+    yield from serve_in_process(pasted.index, bundled)
 
 
 def test_explain_returns_the_result_with_its_heatmap_as_png(

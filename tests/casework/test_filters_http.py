@@ -11,21 +11,14 @@ from fastapi.testclient import TestClient
 
 from spyglass.encoders import Encoder
 from spyglass.engine import Spyglass
-from spyglass.server import ServerSettings, create_app
-from spyglass.store.index import Index
 
+from .conftest import serve_in_process
 from .filtered_collection import Planned
 
 
 @pytest.fixture
 def served(filtered_index: Path, bundled: Encoder) -> Iterator[tuple[TestClient, Spyglass]]:
-    engine = Spyglass(bundled, Index.open(filtered_index))
-    settings = ServerSettings.for_binding("127.0.0.1", 8000, None, prepare_at_start=False)
-    try:
-        with TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client:
-            yield client, engine
-    finally:
-        engine.close()
+    yield from serve_in_process(filtered_index, bundled)
 
 
 def ids_where(engine: Spyglass, collection: list[Planned], keep) -> set[int]:  # type: ignore[no-untyped-def]

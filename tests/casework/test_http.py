@@ -19,7 +19,7 @@ from spyglass.engine import Spyglass
 from spyglass.server import ServerSettings, create_app
 from spyglass.store.index import Index
 
-from .conftest import EditedCollection, image_id
+from .conftest import EditedCollection, image_id, serve_in_process
 
 
 @pytest.fixture
@@ -27,15 +27,8 @@ def served(
     edited_index: Path, bundled: Encoder, tmp_path: Path
 ) -> Iterator[tuple[TestClient, Spyglass, Path]]:
     audit_log = tmp_path / "audit.jsonl"
-    engine = Spyglass(bundled, Index.open(edited_index))
-    settings = ServerSettings.for_binding(
-        "127.0.0.1", 8000, None, audit_log=audit_log, prepare_at_start=False
-    )
-    try:
-        with TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client:
-            yield client, engine, audit_log
-    finally:
-        engine.close()
+    for client, engine in serve_in_process(edited_index, bundled, audit_log=audit_log):
+        yield client, engine, audit_log
 
 
 def test_search_collapses_near_duplicates_on_request(
@@ -139,13 +132,7 @@ def test_a_saved_search_run_is_recorded_in_the_audit_log(
     of its own: saved searches are written into the index's folder.)"""
     _, folder = own_collection
     audit_log = tmp_path / "audit.jsonl"
-    settings = ServerSettings.for_binding(
-        "127.0.0.1", 8000, None, audit_log=audit_log, prepare_at_start=False
-    )
-    with (
-        Spyglass(bundled, Index.open(folder)) as engine,
-        TestClient(create_app(engine, settings), base_url="http://127.0.0.1") as client,
-    ):
+    for client, _ in serve_in_process(folder, bundled, audit_log=audit_log):
         saved = client.post("/api/saved?name=watches", json={"text": "a watch", "limit": 3})
         assert saved.status_code == 201, saved.text
         run = client.post("/api/saved/watches/run")
