@@ -164,6 +164,10 @@ class VectorSearchSettings:
     #: Train and save on a thread while searches use the previous index (or exact
     #: search); ``False`` does it inside the flush that calls for it (tests).
     build_in_background: bool = True
+    #: Whether the approximate index's candidates are looked for on a GPU: ``"auto"``
+    #: when FAISS was built with GPU support and sees one (the ``gpu`` extra), ``"off"``
+    #: never (``--device cpu``). See :mod:`spyglass.store.gpu`.
+    gpu: Literal["auto", "off"] = "auto"
 
     def wants_approximate(self, rows: int, dims: int) -> bool:
         """Whether a space of ``rows`` x ``dims`` is to be searched approximately."""

@@ -1,7 +1,8 @@
 """Every vector store keeps one contract, checked against the brute-force reference
 (MemoryVectorStore): the embedded exact store, and the approximate store in every layout
 it can take (8-bit codes in memory, 4-bit PQ codes, the saved file memory-mapped with
-rows added since) with every cluster probed, where it must return exactly what the
+rows added since, and that file's lists searched on a device as a GPU would: without a
+row selector) with every cluster probed, where it must return exactly what the
 reference returns.
 
 Vectors are rounded to float16 first so that the on-disk precision does not make
@@ -20,6 +21,7 @@ import pytest
 from spyglass.errors import IndexCorrupt
 from spyglass.settings import VectorSearchSettings
 from spyglass.store.base import VectorStore
+from spyglass.store.gpu import DeviceChoice
 from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
 from spyglass.store.memory import MemoryVectorStore
@@ -47,6 +49,31 @@ def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return x.astype(np.float16).astype(np.float32)
 
 
+class SimulatedDevice:
+    """A stand-in for a GPU (none on CI): ``place`` keeps the CPU index and searches it
+    the way FAISS's GPU indexes can, with nprobe but no row selector, counting searches.
+    What it checks is the store's side: asking for more candidates, dropping rows
+    outside the selection, merging the rows added since the save, widening."""
+
+    where = "simulated device"
+
+    def __init__(self) -> None:
+        self.searches = 0
+
+    def place(self, index):
+        device = self
+
+        class Placed:
+            def search(self, queries: np.ndarray, k: int, nprobe: int) -> np.ndarray:
+                import faiss
+
+                device.searches += 1
+                params = faiss.SearchParametersIVF(nprobe=nprobe)
+                return index.search(queries, k, params=params)[1]
+
+        return Placed()
+
+
 class Reopened:
     """A writer that builds and saves the index at each flush, searched through a
     reader opened afterwards: the saved file memory-mapped, and rows added since the
@@ -54,14 +81,16 @@ class Reopened:
 
     dims = DIMS
 
-    def __init__(self, folder: Path, settings: VectorSearchSettings) -> None:
-        self.folder, self.settings = folder, settings
+    def __init__(
+        self, folder: Path, settings: VectorSearchSettings, device: DeviceChoice | None = None
+    ) -> None:
+        self.folder, self.settings, self.device = folder, settings, device
         self.writer = IvfVectorStore(folder, "joint", DIMS, 0, writer=True, settings=settings)
         self.hidden: dict[int, bool] = {}
 
     def reader(self) -> IvfVectorStore:
         reader = IvfVectorStore(
-            self.folder, "joint", DIMS, len(self.writer), settings=self.settings
+            self.folder, "joint", DIMS, len(self.writer), settings=self.settings, device=self.device
         )
         for owner, hidden in self.hidden.items():
             reader.set_hidden([owner], hidden)
@@ -102,7 +131,16 @@ def milvus_lite_store(folder: Path) -> VectorStore:
 
 
 @pytest.fixture(
-    params=["memory", "local", "ivf-sq8", "ivf-pq", "ivf-mapped", "ivf-streamed", "milvus-lite"]
+    params=[
+        "memory",
+        "local",
+        "ivf-sq8",
+        "ivf-pq",
+        "ivf-mapped",
+        "ivf-device",
+        "ivf-streamed",
+        "milvus-lite",
+    ]
 )
 def make_store(request, tmp_path: Path) -> Callable[[], VectorStore]:
     def make() -> VectorStore:
@@ -116,6 +154,9 @@ def make_store(request, tmp_path: Path) -> Callable[[], VectorStore]:
         layout = kind.removeprefix("ivf-")
         if layout == "mapped":
             return Reopened(tmp_path / "vectors", LAYOUTS["mapped"])  # type: ignore[return-value]
+        if layout == "device":
+            device = DeviceChoice(find=lambda mode: SimulatedDevice())
+            return Reopened(tmp_path / "vectors", LAYOUTS["mapped"], device)  # type: ignore[return-value]
         return IvfVectorStore(
             tmp_path / "vectors", "joint", DIMS, 0, writer=True, settings=LAYOUTS[layout]
         )
@@ -216,7 +257,9 @@ def test_equal_scores_are_ordered_by_owner(make_store):
     assert_same(store, reference, vectors[5:6], 6)
 
 
-@pytest.mark.parametrize("make_store", ["ivf-sq8", "ivf-pq", "ivf-mapped"], indirect=True)
+@pytest.mark.parametrize(
+    "make_store", ["ivf-sq8", "ivf-pq", "ivf-mapped", "ivf-device"], indirect=True
+)
 def test_every_approximate_layout_searches_through_its_index(make_store):
     """The cases above would pass with exact search too: this one fails without the
     approximate path (FAISS counts the queries its inverted lists answered)."""

@@ -8,7 +8,9 @@ On the same N real images, in the same run, for the default configuration and fo
   the ceiling;
 * ``end_to_end``: ``spyglass index`` as users run it (reader threads, decoders, the
   encoder, durable commits to a fresh index), files read from the page cache;
-* ``ratio``: end-to-end / model-only, per round, then the median over rounds.
+* ``ratio``: end-to-end / model-only, per round, then the median over rounds; each
+  round times the model alone just before and just after its end-to-end run, and
+  compares with the two together (a shared machine's speed drifts within minutes).
 
 Rounds interleave the configurations (alternating their order), so a machine shared
 with other work slows all of them alike; compare numbers of one run only. With
@@ -213,6 +215,16 @@ def bench_model_only(encoder: Any, pixels: np.ndarray, batch_size: int) -> tuple
         encoder.embed_pixels(pixels[start : start + batch_size])
     elapsed, cpu = time.perf_counter() - started, cpu_seconds() - cpu
     return len(pixels) / elapsed, cpu * 1000 / len(pixels)
+
+
+def bracketed(before: tuple[float, float], after: tuple[float, float]) -> tuple[float, float]:
+    """The model-only (images/s, CPU ms per image) around an end-to-end run: timed just
+    before and just after it, over the two together. On the shared machine the same
+    model-only run moved between 54 and 104 images/s from one minute to the next, so
+    one run beside the end-to-end one made single rounds' ratios anywhere from 0.7 to
+    1.3."""
+    (rate_a, cpu_a), (rate_b, cpu_b) = before, after
+    return 2 / (1 / rate_a + 1 / rate_b), (cpu_a + cpu_b) / 2
 
 
 def predecode(encoder: Any, files: list[Path]) -> np.ndarray:
@@ -428,8 +440,10 @@ def command(
         order = configs if round_number % 2 == 0 else configs[::-1]
         for config in order:
             encoder = encoders.get(config.image_model, config.tuning, warm)
-            model, model_cpu = bench_model_only(encoder, pixels, config.ingest.batch_size)
+            before = bench_model_only(encoder, pixels, config.ingest.batch_size)
             e2e, e2e_cpu, peak, rise = bench_pipeline(encoder, files, config.ingest)
+            after = bench_model_only(encoder, pixels, config.ingest.batch_size)
+            model, model_cpu = bracketed(before, after)
             config.rounds.append(Round(model, e2e, model_cpu, e2e_cpu, peak, rise))
             say(
                 f"round {round_number + 1}/{rounds} {config.name:32} model-only {model:6.1f} "

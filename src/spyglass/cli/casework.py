@@ -137,10 +137,9 @@ def duplicates_command(
         if done == total or done % 10_000 < 2048:
             click.echo(f"{step} {done:,}/{total:,}", err=True)
 
+    runtime = runtime_settings(device, quiet=True)
     with Spyglass.open(
-        index_dir,
-        runtime=runtime_settings(device, quiet=True),
-        vector_search=vector_search_settings(memory_budget),
+        index_dir, runtime=runtime, vector_search=vector_search_settings(memory_budget, runtime)
     ) as engine:
         groups = engine.duplicates(rule, progress=tell)
         records = engine.index.catalogue.images([i for g in groups for i in g.members])

@@ -217,7 +217,7 @@ def index_command(
         model=model,
         writable=True,
         ingest_settings=settings,
-        vector_search=vector_search_settings(memory_budget),
+        vector_search=vector_search_settings(memory_budget, runtime),
     )
     with engine:
         with ProgressBar(quiet or as_json) as bar:

@@ -82,11 +82,15 @@ def memory_budget_option(function: F) -> F:
     )(function)
 
 
-def vector_search_settings(memory_budget: int | None) -> VectorSearchSettings | None:
-    """How vectors are searched, from the command line (``None``: the defaults)."""
-    if memory_budget is None:
+def vector_search_settings(
+    memory_budget: int | None, runtime: RuntimeSettings | None = None
+) -> VectorSearchSettings | None:
+    """How vectors are searched, from the command line (``None``: the defaults). The
+    runtime's ``--device cpu`` keeps FAISS off the GPU too."""
+    gpu_off = runtime is not None and runtime.device == "cpu"
+    if memory_budget is None and not gpu_off:
         return None
-    return VectorSearchSettings(memory_budget=memory_budget)
+    return VectorSearchSettings(memory_budget=memory_budget, gpu="off" if gpu_off else "auto")
 
 
 def runtime_settings(device: str | None = None, quiet: bool = False) -> RuntimeSettings:

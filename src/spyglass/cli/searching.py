@@ -230,11 +230,12 @@ def search_command(
     terms = build_terms(
         " ".join(text), images, negatives, image_weight, not_weight, parse_region(region)
     )
+    runtime = runtime_settings(device)
     with Spyglass.open(
         index_dir,
-        runtime=runtime_settings(device),
+        runtime=runtime,
         model=model,
-        vector_search=vector_search_settings(memory_budget),
+        vector_search=vector_search_settings(memory_budget, runtime),
     ) as engine:
         query = Query(
             tuple(terms),

@@ -232,7 +232,7 @@ def serve_command(
         with Spyglass.open(
             index_dir,
             runtime=replace(runtime, threads=threads),
-            vector_search=vector_search_settings(memory_budget),
+            vector_search=vector_search_settings(memory_budget, runtime),
         ) as engine:
             app = create_app(engine, settings)
             shown = f"[{host}]" if ":" in host else host

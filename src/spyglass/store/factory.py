@@ -8,6 +8,7 @@ from pathlib import Path
 from spyglass.errors import ApproximateIndexFailed
 from spyglass.settings import VectorSearchSettings
 from spyglass.store.base import VectorStore
+from spyglass.store.gpu import DeviceChoice
 from spyglass.store.ivf import IvfVectorStore
 from spyglass.store.local import LocalVectorStore
 
@@ -20,6 +21,7 @@ def open_vector_store(
     *,
     writer: bool = False,
     settings: VectorSearchSettings | None = None,
+    device: DeviceChoice | None = None,
 ) -> LocalVectorStore:
     """The store for one space's files in ``folder``.
 
@@ -27,14 +29,18 @@ def open_vector_store(
     :class:`IvfVectorStore`. ``"auto"``: exact below ``approximate_from_rows`` rows
     (and while the exact store's float32 copy fits ``memory_budget``), approximate from
     there on; a writer always gets the approximate store, which searches exactly until
-    its rows call for an index and then builds it.
+    its rows call for an index and then builds it. ``device``: where approximate
+    stores look for candidates (shared by an index's stores; default: per store, from
+    ``settings.gpu``).
     """
     settings = settings or VectorSearchSettings()
     approximate = settings.kind == "approximate" or (
         settings.kind == "auto" and (writer or settings.wants_approximate(committed_rows, dims))
     )
     if approximate:
-        return IvfVectorStore(folder, space, dims, committed_rows, writer=writer, settings=settings)
+        return IvfVectorStore(
+            folder, space, dims, committed_rows, writer=writer, settings=settings, device=device
+        )
     return LocalVectorStore(folder, space, dims, committed_rows, writer=writer)
 
 

@@ -47,6 +47,7 @@ from spyglass.store.base import FilterableStore, VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
 from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.failures import storage_error
+from spyglass.store.gpu import DeviceChoice
 from spyglass.store.local import LocalVectorStore
 from spyglass.store.milvus import (
     OWNER_META,
@@ -106,6 +107,8 @@ class Index:
         self._alive_changes = 0
         #: How spaces are searched (exact / approximate); stores opened later use it too.
         self.vector_search: VectorSearchSettings | None = None
+        #: Where the approximate stores look for candidates: one GPU choice per index.
+        self._device: DeviceChoice | None = None
         #: Why approximate indexes were not built when this writer closed, if any.
         self.build_failure: ApproximateIndexFailed | None = None
         #: What readers derived from the searchable images, by key, with the
@@ -222,6 +225,8 @@ class Index:
                 owner=self.catalogue.meta(OWNER_META) if writer else None,
                 settings=self.vector_search,
             )
+        if self._device is None:
+            self._device = DeviceChoice((self.vector_search or VectorSearchSettings()).gpu)
         return open_vector_store(
             self.folder / "vectors",
             space,
@@ -229,6 +234,7 @@ class Index:
             committed,
             writer=writer,
             settings=self.vector_search,
+            device=self._device,
         )
 
     def _close_stores(self) -> None:

@@ -44,6 +44,14 @@ from spyglass.errors import ApproximateIndexFailed, IndexProblem
 from spyglass.settings import VectorSearchSettings, format_bytes
 from spyglass.store.base import Neighbours, empty_neighbours, selected
 from spyglass.store.failures import storage_error
+from spyglass.store.gpu import (
+    DEVICE_MAX_K,
+    DeviceChoice,
+    DeviceIndex,
+    NoDevice,
+    device_fetch,
+    keep_selected,
+)
 from spyglass.store.local import (
     BLAS_FROM_QUERIES,
     LocalVectorStore,
@@ -202,6 +210,9 @@ class _LoadedIvf:
     record: IvfRecord
     #: (inode, mtime) of the file it was read from, to notice a newer one.
     identity: tuple[int, int] | None
+    #: ``index`` copied to a GPU (spyglass.store.gpu), once a search asked for it.
+    on_device: DeviceIndex | None = None
+    placed: bool = False
 
     @property
     def rows(self) -> int:
@@ -234,9 +245,15 @@ class IvfVectorStore(LocalVectorStore):
         *,
         writer: bool = False,
         settings: VectorSearchSettings | None = None,
+        device: DeviceChoice | None = None,
     ) -> None:
         super().__init__(folder, space, dims, committed_rows, writer=writer)
         self.settings = settings or VectorSearchSettings()
+        #: Where candidates are looked for: a GPU when FAISS has one (shared by an
+        #: index's stores), else the CPU.
+        self._device = device or DeviceChoice(self.settings.gpu)
+        #: Why this store stopped using its GPU (an error there), for describe().
+        self._device_failure: str | None = None
         self._writer = writer
         self._index_path = folder / f"{space}.ivf"
         self._record_path = folder / f"{space}.ivf.json"
@@ -573,6 +590,9 @@ class IvfVectorStore(LocalVectorStore):
                 selector = (
                     self._selector(loaded) if chosen is None else rows_bitmap(chosen, self._rows)
                 )
+                # Roughly (an owner may have several rows): only the GPU's choice needs it.
+                kept = len(chosen) if chosen is not None else self._rows - len(self._hidden)
+                kept_share = kept / max(self._rows, 1)
                 owners = self.owners()
                 unique_owners = self._one_row_per_owner
                 rows = self._rows
@@ -589,7 +609,9 @@ class IvfVectorStore(LocalVectorStore):
         fetch = min(loaded.rows, candidates_to_rescore(self._rescore_depth(layout), k))
         pending = np.arange(len(queries))
         while len(pending):
-            candidates = self._candidates(loaded, queries[pending], fetch, nprobe, selector)
+            candidates = self._candidates(
+                loaded, queries[pending], fetch, nprobe, selector, kept_share
+            )
             exhausted = fetch >= loaded.rows and nprobe >= loaded.lists
             still = []
             for slot, i in enumerate(pending.tolist()):
@@ -669,8 +691,15 @@ class IvfVectorStore(LocalVectorStore):
         fetch: int,
         nprobe: int,
         selector: np.ndarray | None,
+        kept_share: float = 1.0,
     ) -> np.ndarray:
-        """(m, fetch or 2 x fetch) int64 candidate rows by compressed codes, -1 padded."""
+        """(m, about fetch or more) int64 candidate rows by compressed codes, -1 padded:
+        from the GPU copy of the index when there is one that can serve this search,
+        else from the CPU. ``kept_share``: about how many of the rows ``selector``
+        allows."""
+        found = self._device_candidates(loaded, queries, fetch, nprobe, selector, kept_share)
+        if found is not None:
+            return found
         import faiss
 
         # n counts bytes of the bitmap, which must outlive the search (a local here).
@@ -691,6 +720,65 @@ class IvfVectorStore(LocalVectorStore):
                 _, more = loaded.extra.search(queries, fetch, params=params)
                 rows = np.hstack([rows, more])
         return np.asarray(rows)
+
+    def _device_candidates(
+        self,
+        loaded: _LoadedIvf,
+        queries: np.ndarray,
+        fetch: int,
+        nprobe: int,
+        selector: np.ndarray | None,
+        kept_share: float,
+    ) -> np.ndarray | None:
+        """Candidates found on the GPU, or None where it cannot serve this search (no
+        GPU, a selection keeping too few rows, more candidates or lists than it can
+        select, or an error there, after which this store stays on the CPU)."""
+        asked = device_fetch(fetch, kept_share)
+        if asked is None or nprobe > DEVICE_MAX_K or self._device_failure is not None:
+            return None
+        import faiss
+
+        with self._faiss_lock:
+            try:
+                on_device = self._placed(loaded)
+                if on_device is None:
+                    return None
+                rows = keep_selected(on_device.search(queries, asked, nprobe), selector)
+            except (RuntimeError, MemoryError) as error:
+                self._device_failure = str(error).strip().splitlines()[0] or type(error).__name__
+                return None
+            if loaded.extra is not None and loaded.extra.ntotal:
+                sel = (
+                    None
+                    if selector is None
+                    else faiss.IDSelectorBitmap(len(selector), faiss.swig_ptr(selector))
+                )
+                params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)  # type: ignore[call-arg]
+                _, more = loaded.extra.search(queries, fetch, params=params)
+                rows = np.hstack([rows, np.asarray(more, np.int64)])
+        return rows
+
+    def _placed(self, loaded: _LoadedIvf) -> DeviceIndex | None:
+        """The GPU copy of ``loaded``'s saved index, made on first use; None without a
+        GPU. Only mapped (8-bit) indexes go: they never change once saved (new rows go
+        to ``extra``), while the others grow in place. Called with ``_faiss_lock``."""
+        if not loaded.placed:
+            loaded.placed = True
+            placer = self._device.get()
+            if not isinstance(placer, NoDevice) and loaded.extra is not None:
+                loaded.on_device = placer.place(loaded.index)
+        return loaded.on_device
+
+    def _device_summary(self, loaded: _LoadedIvf) -> str:
+        """Where candidates are looked for, in words."""
+        placer = self._device.get()
+        if self._device_failure is not None:
+            return f"on the CPU (the GPU failed: {self._device_failure})"
+        if isinstance(placer, NoDevice):
+            return f"on the CPU ({placer.reason})"
+        if loaded.extra is None:
+            return "on the CPU (only 8-bit codes go to the GPU)"
+        return f"on {placer.where}"
 
     def describe(self) -> SearchMethod:
         """How searches are answered now, and the recall measured for it."""
@@ -731,7 +819,8 @@ class IvfVectorStore(LocalVectorStore):
         )
         summary = (
             f"approximate: IVF with {layout.lists:,} lists and {codes} codes over "
-            f"{rows:,} rows, {nprobe} lists probed per query, the best "
+            f"{rows:,} rows, {nprobe} lists probed per query "
+            f"{self._device_summary(loaded)}, the best "
             f"{self._rescore_depth(layout)} candidates re-scored exactly; {measured}"
         )
         return SearchMethod(

@@ -103,16 +103,26 @@ def imagenet_class_names() -> list[str]:
 
 def preprocess_image(image: Image.Image) -> np.ndarray:
     """RGB image -> (3, 224, 224) float32: shorter side to 256 (bicubic), centre crop
-    224, then ``(x - 127) / 128``."""
-    image = image.convert("RGB")
+    224, then ``(x - 127) / 128``, written straight into the result.
+
+    Resizing only the crop's source box (Pillow's ``box=``) would cost a third less here,
+    but moves up to 2/255 of 0.05% of pixel values (one call with both axes boxed: up
+    to 20/255), and so the vectors (Caltech-101: cosine >= 0.996, top-10 neighbours
+    99.6% the same): an image query re-run later would not find exactly what it found
+    before, so it is not done."""
+    if image.mode != "RGB":
+        image = image.convert("RGB")
     width, height = image.size
     scale = RESIZE_TO / min(width, height)
     size = (max(CROP_TO, round(width * scale)), max(CROP_TO, round(height * scale)))
     image = image.resize(size, Image.Resampling.BICUBIC)
     left, top = (size[0] - CROP_TO) // 2, (size[1] - CROP_TO) // 2
     image = image.crop((left, top, left + CROP_TO, top + CROP_TO))
-    pixels = (np.asarray(image, dtype=np.float32) - PIXEL_MEAN) / PIXEL_SCALE
-    return pixels.transpose(2, 0, 1)
+    pixels = np.empty((3, CROP_TO, CROP_TO), np.float32)
+    channels_first = np.asarray(image).transpose(2, 0, 1)
+    np.subtract(channels_first, np.float32(PIXEL_MEAN), out=pixels, dtype=np.float32)
+    pixels *= np.float32(1 / PIXEL_SCALE)  # a power of two: the same as dividing
+    return pixels
 
 
 class BundledEncoder:
