@@ -702,13 +702,7 @@ class IvfVectorStore(LocalVectorStore):
             return found
         import faiss
 
-        # n counts bytes of the bitmap, which must outlive the search (a local here).
-        sel = (
-            None
-            if selector is None
-            else faiss.IDSelectorBitmap(len(selector), faiss.swig_ptr(selector))
-        )
-        params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)  # type: ignore[call-arg]
+        params, _sel = _search_parameters(nprobe, selector)
         # A handful of queries is faster on one thread than split across OpenMP's; the
         # setting belongs to the calling thread, so it is set where we search.
         faiss.omp_set_num_threads(1 if len(queries) < _PARALLEL_QUERIES else os.cpu_count() or 1)
@@ -716,10 +710,7 @@ class IvfVectorStore(LocalVectorStore):
         use_blas_from(BLAS_FROM_QUERIES, self.dims)
         with self._faiss_lock:
             _, rows = loaded.index.search(queries, fetch, params=params)
-            if loaded.extra is not None and loaded.extra.ntotal:
-                _, more = loaded.extra.search(queries, fetch, params=params)
-                rows = np.hstack([rows, more])
-        return np.asarray(rows)
+            return _with_extra(np.asarray(rows), loaded, queries, fetch, params)
 
     def _device_candidates(
         self,
@@ -736,8 +727,6 @@ class IvfVectorStore(LocalVectorStore):
         asked = device_fetch(fetch, kept_share)
         if asked is None or nprobe > DEVICE_MAX_K or self._device_failure is not None:
             return None
-        import faiss
-
         with self._faiss_lock:
             try:
                 on_device = self._placed(loaded)
@@ -747,16 +736,8 @@ class IvfVectorStore(LocalVectorStore):
             except (RuntimeError, MemoryError) as error:
                 self._device_failure = str(error).strip().splitlines()[0] or type(error).__name__
                 return None
-            if loaded.extra is not None and loaded.extra.ntotal:
-                sel = (
-                    None
-                    if selector is None
-                    else faiss.IDSelectorBitmap(len(selector), faiss.swig_ptr(selector))
-                )
-                params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)  # type: ignore[call-arg]
-                _, more = loaded.extra.search(queries, fetch, params=params)
-                rows = np.hstack([rows, np.asarray(more, np.int64)])
-        return rows
+            params, _sel = _search_parameters(nprobe, selector)
+            return _with_extra(rows, loaded, queries, fetch, params)
 
     def _placed(self, loaded: _LoadedIvf) -> DeviceIndex | None:
         """The GPU copy of ``loaded``'s saved index, made on first use; None without a
@@ -826,6 +807,30 @@ class IvfVectorStore(LocalVectorStore):
         return SearchMethod(
             kind="approximate", rows=rows, summary=summary, recall_at_10=recall, nprobe=nprobe
         )
+
+
+def _search_parameters(nprobe: int, selector: np.ndarray | None) -> tuple[Any, Any]:
+    """FAISS search parameters for ``nprobe`` lists and the rows ``selector`` allows
+    (a little-endian bitmap; None: all), and the selector object, which the caller must
+    keep until the search is done (the parameters hold only a pointer to it)."""
+    import faiss
+
+    sel = (
+        None
+        if selector is None
+        else faiss.IDSelectorBitmap(len(selector), faiss.swig_ptr(selector))
+    )
+    return faiss.SearchParametersIVF(nprobe=nprobe, sel=sel), sel  # type: ignore[call-arg]
+
+
+def _with_extra(
+    rows: np.ndarray, loaded: _LoadedIvf, queries: np.ndarray, fetch: int, params: Any
+) -> np.ndarray:
+    """``rows`` (m, n) candidates with those of the rows added since the save appended."""
+    if loaded.extra is None or not loaded.extra.ntotal:
+        return rows
+    _, more = loaded.extra.search(queries, fetch, params=params)
+    return np.hstack([rows, np.asarray(more, rows.dtype)])
 
 
 class _RowReader:
