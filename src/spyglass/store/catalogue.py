@@ -213,6 +213,12 @@ class Catalogue:
                 "(SELECT 1 FROM images) THEN '0' ELSE '1' END",
                 (FACET_COUNTS_KEPT,),
             )
+            # Rows an older version wrote (say, header metadata) were not counted.
+            self._db.execute(
+                "UPDATE meta SET value = '0' WHERE key = ? AND EXISTS (SELECT 1 FROM images) "
+                "AND (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version') < 3",
+                (FACET_COUNTS_KEPT,),
+            )
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' "
                 "AND CAST(value AS INTEGER) < ?",
