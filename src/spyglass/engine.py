@@ -97,8 +97,9 @@ class Spyglass:
         self.ingest_settings = ingest_settings or IngestSettings()
         self.searcher = Searcher(encoder, index, self.ingest_settings)
         #: Facet counts by (index generation, catalogue change mark, filters), most
-        #: recently used last: a panel's counts read the whole catalogue (seconds at a
-        #: million images), and a page asks again for the same ones.
+        #: recently used last: a filtered panel's counts read the whole catalogue
+        #: (seconds at a million images; the unfiltered ones are stored in it), and a
+        #: page asks again for the same ones.
         self._facets: OrderedDict[tuple[Any, ...], Facets] = OrderedDict()
         self._facets_lock = threading.Lock()
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from spyglass.image_meta import HeaderMeta, read_header_meta
 from spyglass.store.catalogue import HEADERS_BACKFILLED, Catalogue
+from spyglass.store.facet_counts import FacetCountsChange
 
 #: Images read per catalogue transaction.
 _BATCH = 500
@@ -41,7 +42,10 @@ def backfill_header_meta(
             return done
         entries = [(image_id, _header_of(path)) for image_id, path in missing]
         with catalogue.transaction():
+            # A date, camera or position recorded moves these images' facet counts.
+            facet_change = FacetCountsChange.before(catalogue, [i for i, _ in entries])
             catalogue.insert_header_meta(entries)
+            facet_change.after()
             if recorded is not None:
                 recorded([image_id for image_id, _ in entries])
         done += len(entries)

@@ -101,8 +101,7 @@ class Ingest:
         report = IngestReport()
         self._notify("scanning", 0, 0, report)
         catalogue = self.index.catalogue
-        with catalogue.transaction():
-            catalogue.add_roots(roots)
+        self.index.add_roots(roots)
 
         found: dict[str, FoundFile] = {}
         skipped_in_walk: list[SkippedFile] = []

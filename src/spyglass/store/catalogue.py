@@ -27,9 +27,15 @@ from spyglass.store.failures import catalogue_error
 #: 2 added ``image_meta`` (what each image's header says: capture time, camera, GPS,
 #: orientation). A catalogue of version 1 gets the table when next opened for writing;
 #: its images have no row there until ``spyglass index`` reads their headers again.
-SCHEMA_VERSION = 2
+#: 3 added ``facet_counts`` (the filter panel's unfiltered counts, kept by every
+#: commit): a catalogue of an older version gets it, marked not kept, when next opened
+#: for writing, and that writer counts it in full when it closes.
+SCHEMA_VERSION = 3
 #: Meta key set once every image's header was read (see ``ingest/header_backfill.py``).
 HEADERS_BACKFILLED = "header_meta_backfilled"
+#: Meta key: "1" while ``facet_counts`` holds the counts of the rows (see
+#: ``store/facet_counts.py``), "0" until a writer counts them in full.
+FACET_COUNTS_KEPT = "facet_counts_kept"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,6 +79,12 @@ CREATE TABLE IF NOT EXISTS image_meta (
     latitude REAL,
     longitude REAL,
     orientation INTEGER
+);
+CREATE TABLE IF NOT EXISTS facet_counts (
+    facet TEXT NOT NULL,
+    value TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (facet, value)
 );
 """
 
@@ -193,6 +205,19 @@ class Catalogue:
                 "DELETE FROM meta WHERE key = ? AND (SELECT CAST(value AS INTEGER) FROM meta "
                 "WHERE key = 'schema_version') < 2",
                 (HEADERS_BACKFILLED,),
+            )
+            # An empty catalogue's counts are the empty table; an older one with images
+            # has them counted in full by its writer (see store/facet_counts.py).
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta SELECT ?, CASE WHEN EXISTS "
+                "(SELECT 1 FROM images) THEN '0' ELSE '1' END",
+                (FACET_COUNTS_KEPT,),
+            )
+            # Rows an older version wrote (say, header metadata) were not counted.
+            self._db.execute(
+                "UPDATE meta SET value = '0' WHERE key = ? AND EXISTS (SELECT 1 FROM images) "
+                "AND (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version') < 3",
+                (FACET_COUNTS_KEPT,),
             )
             self._db.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version' "
@@ -481,6 +506,45 @@ class Catalogue:
             for i in ids:
                 yield records[i]
             last = ids[-1]
+
+    def image_ids_under(self, root: str) -> set[int]:
+        """The images with a file under the folder ``root`` (absolute)."""
+        prefix = root.rstrip("/") + "/"
+        rows = self._db.execute(
+            "SELECT DISTINCT image_id FROM files WHERE path >= ? AND path < ?",
+            (prefix, prefix[:-1] + "0"),
+        )
+        return {int(r[0]) for r in rows}
+
+    # -- stored facet counts (see store/facet_counts.py) -------------------------------
+
+    def facet_count_rows(self) -> list[tuple[str, str, int]]:
+        """(facet, value, images) as stored; O(facet values)."""
+        return [
+            (str(f), str(v), int(n))
+            for f, v, n in self._db.execute("SELECT facet, value, n FROM facet_counts")
+        ]
+
+    def add_to_facet_counts(self, deltas: Iterable[tuple[str, str, int]]) -> None:
+        """Add (facet, value, change) to the stored counts; a value left at 0 goes."""
+        changes = [(f, v, int(d)) for f, v, d in deltas if d]
+        self._db.executemany(
+            "INSERT INTO facet_counts VALUES (?, ?, ?) "
+            "ON CONFLICT (facet, value) DO UPDATE SET n = n + excluded.n",
+            changes,
+        )
+        self._db.executemany(
+            "DELETE FROM facet_counts WHERE facet = ? AND value = ? AND n = 0",
+            [(f, v) for f, v, _ in changes],
+        )
+
+    def replace_facet_counts(self, rows: Iterable[tuple[str, str, int]]) -> None:
+        """Store these (facet, value, images) as the counts, and mark them kept."""
+        self._db.execute("DELETE FROM facet_counts")
+        self._db.executemany(
+            "INSERT INTO facet_counts VALUES (?, ?, ?)", [r for r in rows if r[2]]
+        )
+        self.set_meta(FACET_COUNTS_KEPT, "1")
 
     # -- skipped ---------------------------------------------------------------------
 

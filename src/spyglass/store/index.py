@@ -45,6 +45,7 @@ from spyglass.query.filter_fields import filter_fields
 from spyglass.settings import VectorSearchSettings, default_index_folder
 from spyglass.store.base import FilterableStore, VectorStore
 from spyglass.store.catalogue import Catalogue, FileState, NewImage
+from spyglass.store.facet_counts import FacetCountsChange, counts_are_kept, store_full_count
 from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.failures import storage_error
 from spyglass.store.gpu import DeviceChoice
@@ -252,6 +253,7 @@ class Index:
     def close(self) -> None:
         if self._lock_handle is not None:
             self._finish_search_indexes()
+            self._finish_facet_counts()
         self._close_stores()
         self.catalogue.close()
         if self._lock_handle is not None:
@@ -265,6 +267,14 @@ class Index:
         raise for it, so the failure is kept in ``build_failure`` for the caller (the
         CLI asks ``finish_building`` itself before closing, to tell it)."""
         self.build_failure = finish_building(self.stores.values())
+
+    def _finish_facet_counts(self) -> None:
+        """A writer leaves the filter panel's counts stored: a catalogue made by an
+        older version has them counted in full, once (O(N)); every commit keeps them
+        from then on. Not a reason for ``close`` to fail: readers count in SQL."""
+        with suppress(IndexProblem, sqlite3.Error):
+            if self.catalogue.has_table("facet_counts") and not counts_are_kept(self.catalogue):
+                store_full_count(self.catalogue)
 
     def __enter__(self) -> Index:
         return self
@@ -323,6 +333,7 @@ class Index:
             # or come back (a file points at them again).
             touched = self.catalogue.image_ids_of_paths(f.path for f in resolved)
             touched.update(f.image_id for f in resolved)
+            facet_change = FacetCountsChange.before(self.catalogue, touched | set(ids.tolist()))
             self.catalogue.insert_images(first_id, new_images)
             self.catalogue.upsert_files(resolved)
             if filterable:
@@ -330,6 +341,7 @@ class Index:
             for space, rows_count in committed.items():
                 self.catalogue.set_space_rows(space, rows_count)
             died, revived = self.catalogue.refresh_alive(touched)
+            facet_change.after()
         self._apply_alive(died, revived)
         return ids.tolist()
 
@@ -339,13 +351,31 @@ class Index:
         paths = list(paths)
         with self.catalogue.transaction():
             touched = self.catalogue.image_ids_of_paths(paths)
+            facet_change = FacetCountsChange.before(self.catalogue, touched)
             self.catalogue.delete_files(paths)
             filterable = {s: st for s, st in self.stores.items() if isinstance(st, FilterableStore)}
             if filterable and touched:
                 self._flush_with_fields(filterable, set(), touched)
             died, revived = self.catalogue.refresh_alive(touched)
+            facet_change.after()
         self._apply_alive(died, revived)
         return len(paths)
+
+    def add_roots(self, roots: Iterable[str]) -> None:
+        """Record folders as indexed. A new root changes the top folder of the paths
+        under it (the innermost root names it): the facet counts of the images with a
+        file there are kept in the same transaction, at the cost of those images (none
+        for a folder indexed for the first time)."""
+        self._require_writer()
+        roots = list(roots)
+        with self.catalogue.transaction():
+            known = set(self.catalogue.roots())
+            touched: set[int] = set()
+            for root in sorted(set(roots) - known):
+                touched |= self.catalogue.image_ids_under(root)
+            facet_change = FacetCountsChange.before(self.catalogue, touched)
+            self.catalogue.add_roots(roots)
+            facet_change.after()
 
     def rewrite_filter_fields(self, image_ids: Iterable[int]) -> None:
         """The rows of these images take their filter fields again from the catalogue,
