@@ -83,6 +83,7 @@ WORDS = {
     "decode_in": ("threads", "processes"),
     "optimization": ("disabled", "basic", "extended", "all"),
     "spinning": ("on", "off"),
+    "stop_spinning": ("on", "off"),
     "parallel": ("on", "off"),
 }
 
@@ -118,7 +119,7 @@ def parse_configuration(text: str, base: IngestSettings) -> Configuration:
 
 
 def _tuning_value(key: str, value: str) -> Any:
-    if key in ("spinning", "parallel"):
+    if WORDS.get(key) == ("on", "off"):
         return value == "on"
     if key == "optimization":
         return value
@@ -394,7 +395,8 @@ def machine() -> dict[str, Any]:
     multiple=True,
     metavar="KEY=VALUE[,...]",
     help="An alternative to time against the default (repeatable), e.g. batch_size=64, "
-    "decode_in=processes, decode_ahead_batches=0, spinning=off, intra_op_threads=1, "
+    "decode_in=processes, decode_ahead_batches=0, spinning=off, stop_spinning=on, "
+    "intra_op_threads=1, "
     "optimization=basic, image_model=int8.",
 )
 @click.option(

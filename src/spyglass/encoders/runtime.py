@@ -30,6 +30,10 @@ class SessionTuning:
     inter_op_threads: int | None = None
     #: Let idle intra-op threads spin, waiting for work, instead of sleeping.
     spinning: bool | None = None
+    #: Stop that spinning as each ``run`` returns (it starts again with the next): the
+    #: threads then spin only between the operators of a run, and leave the cores to
+    #: what the caller does between runs (ingest decodes the next batch there).
+    stop_spinning: bool = False
     #: Run independent branches of the graph at once.
     parallel: bool = False
 
@@ -73,6 +77,8 @@ def session_options(settings: RuntimeSettings, tuning: SessionTuning | None = No
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "1" if tuning.spinning else "0"
         )
+    if tuning.stop_spinning:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     options.log_severity_level = 3
     return options
 

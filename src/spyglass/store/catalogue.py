@@ -541,9 +541,7 @@ class Catalogue:
     def replace_facet_counts(self, rows: Iterable[tuple[str, str, int]]) -> None:
         """Store these (facet, value, images) as the counts, and mark them kept."""
         self._db.execute("DELETE FROM facet_counts")
-        self._db.executemany(
-            "INSERT INTO facet_counts VALUES (?, ?, ?)", [r for r in rows if r[2]]
-        )
+        self._db.executemany("INSERT INTO facet_counts VALUES (?, ?, ?)", [r for r in rows if r[2]])
         self.set_meta(FACET_COUNTS_KEPT, "1")
 
     # -- skipped ---------------------------------------------------------------------
