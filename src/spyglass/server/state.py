@@ -11,6 +11,7 @@ folder (:mod:`spyglass.server.caches`), or in memory when there is none.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Annotated
@@ -27,6 +28,7 @@ from spyglass.server.settings import ServerSettings
 from spyglass.server.thumbnails import ThumbnailCache
 from spyglass.server.uploads import UploadStore
 from spyglass.server.vocabulary import Vocabulary
+from spyglass.store.page_cache import WarmReport
 
 
 class ServerState:
@@ -76,16 +78,31 @@ class ServerState:
         self._thread_state = threading.local()
         self._refreshed_at = time.monotonic()
         self._searchable = index.count()
+        #: What the start's read-ahead of the index files did (None until it is done).
+        self.page_cache: WarmReport | None = None
+        self._warming: threading.Thread | None = None
         if settings.prepare_at_start:
             # The map and the words are ready by the time someone opens the map tab.
             self.vocabulary.start()
             self.map.state(start=True)
+            # The first searches find the index's files in the page cache.
+            self._warming = threading.Thread(
+                target=self._warm_page_cache, name="warm-page-cache", daemon=True
+            )
+            self._warming.start()
+
+    def _warm_page_cache(self) -> None:
+        # A read-ahead that fails (a file replaced by a writer, say) costs only speed.
+        with contextlib.suppress(Exception):
+            self.page_cache = self.engine.index.warm_page_cache(self.stopping)
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop the background work and wait for it (the app's shutdown calls this)."""
         self.stopping.set()
         self.vocabulary.join(timeout)
         self.map.join(timeout)
+        if self._warming is not None:
+            self._warming.join(timeout)
 
     def prepare_thread(self) -> None:
         """Give FAISS this thread's share of threads, once per thread of the pool.

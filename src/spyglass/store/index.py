@@ -49,6 +49,7 @@ from spyglass.store.facet_counts import FacetCountsChange, counts_are_kept, stor
 from spyglass.store.factory import finish_building, open_vector_store
 from spyglass.store.failures import storage_error
 from spyglass.store.gpu import DeviceChoice
+from spyglass.store.ivf import available_memory
 from spyglass.store.local import LocalVectorStore
 from spyglass.store.milvus import (
     OWNER_META,
@@ -58,6 +59,7 @@ from spyglass.store.milvus import (
     new_owner_id,
     parse_milvus_url,
 )
+from spyglass.store.page_cache import WarmReport, warm_page_cache
 
 CATALOGUE_FILE = "catalogue.sqlite"
 T = TypeVar("T")
@@ -360,6 +362,20 @@ class Index:
             facet_change.after()
         self._apply_alive(died, revived)
         return len(paths)
+
+    def warm_page_cache(self, stopping: threading.Event | None = None) -> WarmReport:
+        """Have the kernel read the files searches read (approximate indexes first,
+        then the float16 rows) while they fit in half the memory available now: the
+        first searches after a start then find them in the page cache (see
+        :mod:`spyglass.store.page_cache`). Vectors kept in Milvus have none here."""
+        paths = [
+            path
+            for store in self.stores.values()
+            if isinstance(store, LocalVectorStore)
+            for path in store.search_files()
+        ]
+        available = available_memory()
+        return warm_page_cache(paths, None if available is None else available // 2, stopping)
 
     def add_roots(self, roots: Iterable[str]) -> None:
         """Record folders as indexed. A new root changes the top folder of the paths

@@ -524,6 +524,9 @@ class IvfVectorStore(LocalVectorStore):
             return np.zeros((0, self.dims), np.float16)
         return np.memmap(self._vectors_path, dtype=np.float16, mode="r", shape=(rows, self.dims))
 
+    def search_files(self) -> list[Path]:
+        return [self._index_path, *super().search_files()]
+
     def _searchable(self) -> _LoadedIvf | None:
         """The index to search, caught up with the committed rows; None: search exactly.
         Called with ``_lock`` held."""

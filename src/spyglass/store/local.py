@@ -186,6 +186,10 @@ class LocalVectorStore:
         owner."""
         return self._hidden
 
+    def search_files(self) -> list[Path]:
+        """The files searches read (for :mod:`spyglass.store.page_cache`)."""
+        return [self._vectors_path, self._owners_path]
+
     def _bitmap(self) -> np.ndarray | None:
         """FAISS selector bitmap of visible rows (bit i little-endian), or None if all are."""
         if not self._hidden:
