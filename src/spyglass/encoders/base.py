@@ -83,6 +83,14 @@ def mismatch_message(folder: object, recorded: EncoderInfo, wanted: EncoderInfo)
             f"'{recorded.name}', whose vectors this Spyglass no longer makes (version "
             f"{wanted.version}): re-index: remove {folder} and run spyglass index again"
         )
+    if recorded.name == wanted.name:
+        # Same name, set up otherwise (say, the bundled model's float image model
+        # before int8 became its default): the index's recorded spec reloads its own.
+        return (
+            f"index {folder} was built with model {recorded.describe()}, set up otherwise "
+            f"than {wanted.describe()}; leave out --model to use the index's own, or "
+            "use another --index"
+        )
     return (
         f"index {folder} was built with model {recorded.describe()}, not "
         f"{wanted.describe()}; use --model {recorded.name} or another --index"

@@ -173,13 +173,19 @@ def read_collection(
 # -- the index of a collection -------------------------------------------------------
 
 
-def default_index_dir(cache_dir: Path, folder: Path, model: str) -> Path:
-    """``cache_dir/eval/<folder name>-<hash of its absolute path>/<model>``."""
+def default_index_dir(
+    cache_dir: Path, folder: Path, model: str, version: str | None = None
+) -> Path:
+    """``cache_dir/eval/<folder name>-<hash of its absolute path>/<model>[@<version>]``:
+    with the model's version, a name whose vectors change (a new default image model)
+    gets an index of its own instead of being refused by the old one."""
     absolute = str(absolute_path(folder))
     digest = hashlib.blake2b(absolute.encode(), digest_size=4).hexdigest()
     model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
     if model_part != model:  # a path or hub id: keep distinct specs apart
         model_part += "-" + hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
+    if version:
+        model_part += "@" + re.sub(r"[^A-Za-z0-9._-]+", "_", version)
     return Path(cache_dir) / "eval" / f"{Path(absolute).name}-{digest}" / model_part
 
 
