@@ -20,12 +20,13 @@ def test_first_use_says_what_it_is_doing(photo_folder: Path, tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     heading = "preparing the bundled model (first use only)"
     lines = [line for line in result.stderr.splitlines() if line.startswith(heading)]
-    assert lines[:3] == [
-        f"{heading}: exporting the image model to ONNX ... 1/3",
-        f"{heading}: exporting the text model to ONNX ... 2/3",
-        f"{heading}: embedding the 1,000 class names ... 3/3",
+    assert lines[:4] == [
+        f"{heading}: exporting the image model to ONNX ... 1/4",
+        f"{heading}: exporting the text model to ONNX ... 2/4",
+        f"{heading}: quantising the image model to int8 ... 3/4",
+        f"{heading}: embedding the 1,000 class names ... 4/4",
     ]
-    assert len(lines) == 4 and lines[3].startswith(f"{heading}: ready in ")
+    assert len(lines) == 5 and lines[4].startswith(f"{heading}: ready in ")
     assert (cache / "models" / "bundled-onnx-1" / "manifest.json").is_file()
     # Prepared once: the next run says nothing of it.
     again = CliRunner(env={"SPYGLASS_CACHE_DIR": str(cache)}).invoke(

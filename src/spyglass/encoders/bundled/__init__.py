@@ -189,7 +189,7 @@ class BundledEncoder:
             return np.load(cached)
         if report and self._settings.report_model_preparation is not None:
             self._settings.report_model_preparation(
-                preparation_line(3, f"embedding the {len(prompts):,} class names")
+                preparation_line(4, f"embedding the {len(prompts):,} class names")
             )
         vectors = self.embed_texts(prompts)
         tmp = cached.with_suffix(".tmp.npy")
@@ -382,7 +382,7 @@ def _prepare_image_model(
     from spyglass.encoders.bundled.prepare import quantize_image_model
 
     if report is not None:
-        report(f"{PREPARATION_HEADING}: quantising the image model to {image_model} ...")
+        report(preparation_line(3, f"quantising the image model to {image_model}"))
     try:
         quantize_image_model(folder / IMAGE_MODELS["fp32"], folder / IMAGE_MODELS[image_model])
     except Exception as exc:

@@ -23,9 +23,10 @@ from spyglass.errors import MissingDependency, ModelError
 
 IMAGE_SIZE = 224
 TEXT_MAX_TOKENS = 256
-#: Steps of a first use that a person waits for: the two exports here, then the class
-#: names embedded once by :class:`spyglass.encoders.bundled.BundledEncoder`.
-PREPARATION_STEPS = 3
+#: Steps of a first use that a person waits for: the two exports here, the image model
+#: quantised to int8 (the default; skipped for ``bundled-fp32``), then the class names
+#: embedded once by :class:`spyglass.encoders.bundled.BundledEncoder`.
+PREPARATION_STEPS = 4
 PREPARATION_HEADING = "preparing the bundled model (first use only)"
 
 #: Receives one line per step of a first-use preparation.
@@ -33,7 +34,7 @@ PreparationReport = Callable[[str], None]
 
 
 def preparation_line(step: int, doing: str) -> str:
-    """``"preparing the bundled model (first use only): exporting ... 1/3"``"""
+    """``"preparing the bundled model (first use only): exporting ... 1/4"``"""
     return f"{PREPARATION_HEADING}: {doing} ... {step}/{PREPARATION_STEPS}"
 
 
