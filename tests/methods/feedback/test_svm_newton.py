@@ -85,3 +85,21 @@ def test_the_start_does_not_change_the_optimum() -> None:
     other = fit_svm(x, y, c, 10.0, -x[10], SMOOTHING)
     assert np.allclose(one.w, other.w, atol=1e-6)
     assert one.b == pytest.approx(other.b, abs=1e-6)
+
+
+def test_a_step_that_is_not_finite_ends_the_fit_at_the_last_finite_point(monkeypatch) -> None:
+    """The fit judges its iterates by their values, not by floating-point flags (which
+    OpenBLAS can raise spuriously): a step to infinity (forced here through the line
+    search) is not taken, and no RuntimeWarning reaches the caller."""
+    import warnings
+
+    import spyglass.query.svm as svm
+
+    x, y, c = examples(3, 4, 60, 32)
+    start = x[:4].mean(axis=0)
+    monkeypatch.setattr(svm, "_line_search", lambda *args: float("inf"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = fit_svm(x, y, c, 1.0, start, SMOOTHING)
+    assert fit.steps == 1 and fit.b == 0.0
+    np.testing.assert_array_equal(fit.w, start)
