@@ -76,54 +76,43 @@ def fit_svm(
     fit checks its iterates itself: a step that is not finite ends it at the last
     finite point."""
     with np.errstate(invalid="ignore", over="ignore"):
-        return _fit(vectors, labels, weights, l2, start, smoothing)
-
-
-def _fit(
-    vectors: np.ndarray,
-    labels: np.ndarray,
-    weights: np.ndarray,
-    l2: float,
-    start: np.ndarray,
-    smoothing: float,
-) -> SvmFit:
-    x = vectors
-    y = np.asarray(labels, np.float64)
-    c = np.asarray(weights, np.float64)
-    h = float(smoothing)
-    w = np.array(start, np.float64)
-    b = 0.0
-    # Products in the examples' dtype through BLAS (sgemv for float32 examples): about
-    # twice einsum's speed on one thread, where the fit spent most of its time; the
-    # server runs BLAS on one thread (``spyglass.server.process``).
-    margins = y * ((x @ w.astype(x.dtype)).astype(np.float64) + b)
-    first_norm = None
-    for step in range(1, MAX_STEPS + 1):
-        slope, band = _slope_and_band(margins, h)
-        coefficient = c * slope * y
-        grad_w = l2 * w + (coefficient.astype(x.dtype) @ x).astype(np.float64)
-        grad_b = float(coefficient.sum())
-        norm = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
-        first_norm = norm if first_norm is None else first_norm
-        if norm <= GRADIENT_TOLERANCE * max(first_norm, 1e-12):
-            return SvmFit(w, b, step - 1)
-        curvature = c[band] / (2 * h)
-        # Inexact Newton (Eisenstat & Walker's forcing term): loose solves while far
-        # from the optimum, tight ones near it, where the steps become exact.
-        forcing = min(0.5, float(np.sqrt(norm / max(first_norm, 1e-300))))
-        direction_w, direction_b = _newton_direction(
-            x[band], curvature, l2, grad_w, grad_b, forcing
-        )
-        along = y * ((x @ direction_w.astype(x.dtype)).astype(np.float64) + direction_b)
-        t = _line_search(margins, along, c, h, l2, w, direction_w)
-        if t <= 0.0:
-            return SvmFit(w, b, step)
-        moved_w, moved_b = w + t * direction_w, b + t * direction_b
-        if not (np.isfinite(moved_w).all() and np.isfinite(moved_b)):
-            return SvmFit(w, b, step)
-        w, b = moved_w, moved_b
-        margins = margins + t * along
-    return SvmFit(w, b, MAX_STEPS)
+        x = vectors
+        y = np.asarray(labels, np.float64)
+        c = np.asarray(weights, np.float64)
+        h = float(smoothing)
+        w = np.array(start, np.float64)
+        b = 0.0
+        # Products in the examples' dtype through BLAS (sgemv for float32 examples): about
+        # twice einsum's speed on one thread, where the fit spent most of its time; the
+        # server runs BLAS on one thread (``spyglass.server.process``).
+        margins = y * ((x @ w.astype(x.dtype)).astype(np.float64) + b)
+        first_norm = None
+        for step in range(1, MAX_STEPS + 1):
+            slope, band = _slope_and_band(margins, h)
+            coefficient = c * slope * y
+            grad_w = l2 * w + (coefficient.astype(x.dtype) @ x).astype(np.float64)
+            grad_b = float(coefficient.sum())
+            norm = float(np.sqrt(grad_w @ grad_w + grad_b * grad_b))
+            first_norm = norm if first_norm is None else first_norm
+            if norm <= GRADIENT_TOLERANCE * max(first_norm, 1e-12):
+                return SvmFit(w, b, step - 1)
+            curvature = c[band] / (2 * h)
+            # Inexact Newton (Eisenstat & Walker's forcing term): loose solves while far
+            # from the optimum, tight ones near it, where the steps become exact.
+            forcing = min(0.5, float(np.sqrt(norm / max(first_norm, 1e-300))))
+            direction_w, direction_b = _newton_direction(
+                x[band], curvature, l2, grad_w, grad_b, forcing
+            )
+            along = y * ((x @ direction_w.astype(x.dtype)).astype(np.float64) + direction_b)
+            t = _line_search(margins, along, c, h, l2, w, direction_w)
+            if t <= 0.0:
+                return SvmFit(w, b, step)
+            moved_w, moved_b = w + t * direction_w, b + t * direction_b
+            if not (np.isfinite(moved_w).all() and np.isfinite(moved_b)):
+                return SvmFit(w, b, step)
+            w, b = moved_w, moved_b
+            margins = margins + t * along
+        return SvmFit(w, b, MAX_STEPS)
 
 
 def _newton_direction(
