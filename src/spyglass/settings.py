@@ -165,8 +165,9 @@ class VectorSearchSettings:
     #: search); ``False`` does it inside the flush that calls for it (tests).
     build_in_background: bool = True
     #: Whether the approximate index's candidates are looked for on a GPU: ``"auto"``
-    #: when FAISS was built with GPU support and sees one (the ``gpu`` extra), ``"off"``
-    #: never (``--device cpu``). See :mod:`spyglass.store.gpu`.
+    #: when FAISS was built with GPU support (``faiss-gpu-cu12`` in place of
+    #: ``faiss-cpu``) and sees one, ``"off"`` never (``--device cpu``). See
+    #: :mod:`spyglass.store.gpu`.
     gpu: Literal["auto", "off"] = "auto"
 
     def wants_approximate(self, rows: int, dims: int) -> bool:

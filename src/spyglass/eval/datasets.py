@@ -181,12 +181,17 @@ def default_index_dir(
     gets an index of its own instead of being refused by the old one."""
     absolute = str(absolute_path(folder))
     digest = hashlib.blake2b(absolute.encode(), digest_size=4).hexdigest()
-    model_part = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_") or "model"
+    model_part = _file_name_part(model) or "model"
     if model_part != model:  # a path or hub id: keep distinct specs apart
         model_part += "-" + hashlib.blake2b(model.encode(), digest_size=4).hexdigest()
     if version:
-        model_part += "@" + re.sub(r"[^A-Za-z0-9._-]+", "_", version)
+        model_part += "@" + _file_name_part(version)
     return Path(cache_dir) / "eval" / f"{Path(absolute).name}-{digest}" / model_part
+
+
+def _file_name_part(text: str) -> str:
+    """``text`` with what a file name should not hold replaced by ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
 def open_collection(

@@ -697,50 +697,41 @@ class IvfVectorStore(LocalVectorStore):
         kept_share: float = 1.0,
     ) -> np.ndarray:
         """(m, about fetch or more) int64 candidate rows by compressed codes, -1 padded:
-        from the GPU copy of the index when there is one that can serve this search,
-        else from the CPU. ``kept_share``: about how many of the rows ``selector``
-        allows."""
-        found = self._device_candidates(loaded, queries, fetch, nprobe, selector, kept_share)
-        if found is not None:
-            return found
+        from the GPU copy of the index when there is one that can serve this search
+        (``kept_share``: about how many of the rows ``selector`` allows; the GPU takes
+        no selector, so it is asked for more and the others dropped after), else from
+        the CPU; then the rows added since the save."""
         import faiss
 
         params, _sel = _search_parameters(nprobe, selector)
+        asked = device_fetch(fetch, kept_share) if nprobe <= DEVICE_MAX_K else None
         # A handful of queries is faster on one thread than split across OpenMP's; the
         # setting belongs to the calling thread, so it is set where we search.
         faiss.omp_set_num_threads(1 if len(queries) < _PARALLEL_QUERIES else os.cpu_count() or 1)
         # The coarse quantiser is a flat search over the centroids: same rule as exact.
         use_blas_from(BLAS_FROM_QUERIES, self.dims)
         with self._faiss_lock:
-            _, rows = loaded.index.search(queries, fetch, params=params)
-            return _with_extra(np.asarray(rows), loaded, queries, fetch, params)
-
-    def _device_candidates(
-        self,
-        loaded: _LoadedIvf,
-        queries: np.ndarray,
-        fetch: int,
-        nprobe: int,
-        selector: np.ndarray | None,
-        kept_share: float,
-    ) -> np.ndarray | None:
-        """Candidates found on the GPU, or None where it cannot serve this search (no
-        GPU, a selection keeping too few rows, more candidates or lists than it can
-        select, or an error there, after which this store stays on the CPU)."""
-        asked = device_fetch(fetch, kept_share)
-        if asked is None or nprobe > DEVICE_MAX_K or self._device_failure is not None:
-            return None
-        with self._faiss_lock:
-            try:
-                on_device = self._placed(loaded)
-                if on_device is None:
-                    return None
-                rows = keep_selected(on_device.search(queries, asked, nprobe), selector)
-            except (RuntimeError, MemoryError) as error:
-                self._device_failure = str(error).strip().splitlines()[0] or type(error).__name__
-                return None
-            params, _sel = _search_parameters(nprobe, selector)
+            on_device = None if asked is None else self._device_rows(loaded, queries, asked, nprobe)
+            if on_device is not None:
+                rows = keep_selected(on_device, selector)
+            else:
+                rows = np.asarray(loaded.index.search(queries, fetch, params=params)[1])
             return _with_extra(rows, loaded, queries, fetch, params)
+
+    def _device_rows(
+        self, loaded: _LoadedIvf, queries: np.ndarray, asked: int, nprobe: int
+    ) -> np.ndarray | None:
+        """(m, asked) candidate rows from the GPU copy of the saved index, unselected; None
+        without a GPU, or after an error there (the store then stays on the CPU).
+        Called with ``_faiss_lock``."""
+        if self._device_failure is not None:
+            return None
+        try:
+            on_device = self._placed(loaded)
+            return None if on_device is None else on_device.search(queries, asked, nprobe)
+        except (RuntimeError, MemoryError) as error:
+            self._device_failure = str(error).strip().splitlines()[0] or type(error).__name__
+            return None
 
     def _placed(self, loaded: _LoadedIvf) -> DeviceIndex | None:
         """The GPU copy of ``loaded``'s saved index, made on first use; None without a
